@@ -1,0 +1,1 @@
+"""Baseline WSOL methods, registered through the wsolbench.methods entry-point group."""

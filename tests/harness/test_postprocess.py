@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+import torch
+
+from wsolbench.errors import MethodOutputError
+from wsolbench.runner import carve_validation, postprocess_maps
+from wsolbench.data.sample import Sample
+
+
+def test_raw_maps_min_max_per_image_and_constant_becomes_zero():
+    maps = torch.tensor([[[2.0, 4.0], [6.0, 10.0]], [[5.0, 5.0], [5.0, 5.0]]])
+    out = postprocess_maps(maps, (2, 2), "raw", "m", ["a", "b"])
+    np.testing.assert_allclose(out[0], [[0, 0.25], [0.5, 1.0]])
+    assert (out[1] == 0).all()
+
+
+def test_maps_are_resized_to_the_input():
+    maps = torch.ones(2, 1, 4, 4) * 0.5
+    out = postprocess_maps(maps, (8, 8), "unit", "m", ["a", "b"])
+    assert out.shape == (2, 8, 8) and np.allclose(out, 0.5)
+
+
+def test_nan_names_method_and_image():
+    maps = torch.zeros(2, 3, 3)
+    maps[1, 0, 0] = float("nan")
+    with pytest.raises(MethodOutputError, match="method 'mine' returned NaN/Inf values for image 'b.jpg'"):
+        postprocess_maps(maps, (3, 3), "raw", "mine", ["a.jpg", "b.jpg"])
+
+
+def test_wrong_shape_is_an_error():
+    with pytest.raises(MethodOutputError, match=r"shape \(3, 3\)"):
+        postprocess_maps(torch.zeros(3, 3), (3, 3), "raw", "mine", ["a", "b", "c"])
+
+
+def test_unit_maps_outside_range_are_refused():
+    with pytest.raises(MethodOutputError, match="declares maps in \\[0, 1\\]"):
+        postprocess_maps(torch.full((1, 2, 2), 3.0), (2, 2), "unit", "mine", ["a"])
+
+
+def test_validation_split_is_fixed_per_class_and_disjoint():
+    train = [Sample(id=f"c{c}/{i}.jpg", path=None, label=c) for c in range(3) for i in range(20)]
+    tr, val = carve_validation(train, 0.1)
+    assert len(val) == 6 and len(tr) == 54
+    assert sorted(s.label for s in val) == [0, 0, 1, 1, 2, 2]
+    assert not {s.id for s in tr} & {s.id for s in val}
+    tr2, val2 = carve_validation(list(reversed(train)), 0.1)
+    assert {s.id for s in val2} == {s.id for s in val}  # order-independent, seed-free

@@ -31,7 +31,7 @@ def test_struct_layout_matches_the_devkit(make_cars):
     assert ann[0, 0]["bbox_x1"].shape == (1, 1) and ann[0, 0]["fname"][0] == "00001.jpg"
 
 
-def test_robust_to_other_nestings(make_cars, tmp_path):
+def test_robust_to_other_nestings(make_cars):
     """Values stored as doubles, char arrays nested deeper, a column struct array: all load."""
     mini = make_cars()
     fields = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
@@ -67,7 +67,7 @@ def test_missing_root_and_missing_files(make_cars, tmp_path):
         cars.load(mini.root)
 
 
-def test_damaged_mat_and_missing_field(make_cars, helpers):
+def test_damaged_mat_and_missing_field(make_cars):
     mini = make_cars()
     meta = mini.root / "devkit" / "cars_meta.mat"
     meta.write_bytes(b"this is not a MATLAB file at all" * 4)

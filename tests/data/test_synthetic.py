@@ -112,6 +112,22 @@ def test_class_specs_are_distinct_and_readable():
     assert S.class_spec(32).name == "red_striped_square"
 
 
+def test_the_cub_loader_reads_it(default_set, parsed):
+    from wsolbench.data import cub
+
+    ds = cub.load(default_set, name="synthetic")
+    assert ds.class_names == S.class_dirs(8)
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 400, "test": 160}
+    by_id = {s.id: s for split in ds.splits.values() for s in split}
+    for _, rel, c, split, (x, y, w, h) in parsed[::11]:
+        s = by_id[rel]
+        assert s.label == c and s in ds.splits[split] and s.path.is_file()
+        assert s.boxes == ((x, y, x + w, y + h),)
+        mask = load_mask(s.mask_paths, s.ignore_path, s.mask_rule)
+        ys, xs = np.nonzero(mask == 1)
+        assert (xs.min(), ys.min(), xs.max(), ys.max()) == s.boxes[0]
+
+
 # ----------------------------------------------------------------------------- ground truth
 
 
@@ -283,7 +299,7 @@ def _parse(argv):
 def test_cli_rejects_bad_values(tmp_path, flag, value):
     args = _parse(["synth", "--out", str(tmp_path / "x"), flag, value])
     with pytest.raises(UserError, match=re.escape(flag) + r".*" + re.escape(value)):
-        args.func(args)
+        args.handler(args)
     assert not (tmp_path / "x").exists()
 
 

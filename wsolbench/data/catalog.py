@@ -128,10 +128,11 @@ _INFOS: dict[str, DatasetInfo] = {
         expected_files=("devkit/cars_train_annos.mat", "devkit/cars_meta.mat",
                         "cars_test_annos_withlabels.mat", "cars_train/", "cars_test/"),
         sources=(
-            Source("car_devkit.tgz", "https://ai.stanford.edu/~jkrause/cars/car_devkit.tgz",
+            # The devkit's original address (ai.stanford.edu/~jkrause/cars/car_devkit.tgz)
+            # is dead; this copy attached to pytorch/vision#7545 has the original's MD5.
+            Source("car_devkit.tgz", "https://github.com/pytorch/vision/files/11644847/car_devkit.tgz",
                    md5="c3b158d763b6e2245038c8ad08e45376", produces="devkit/cars_meta.mat",
-                   note=_CARS_NOTE + "; a copy of the devkit is attached to that issue: "
-                        "https://github.com/pytorch/vision/files/11644847/car_devkit.tgz"),
+                   note="a copy of the original devkit, attached to pytorch/vision issue #7545"),
             Source("cars_train.tgz", None, md5="065e5b463ae28d29e77c1b4b166cfe61",
                    produces="cars_train", note=_CARS_NOTE),
             Source("cars_test.tgz", None, md5="4ce7ebf6a94d07f1952d94dd34c4d501",
@@ -346,12 +347,12 @@ def require_file(path: Path, what: str = "annotation file") -> Path:
     return path
 
 
-def read_rows(path: Path, fields: tuple[str, ...], issues: Issues | None = None, *,
-              min_fields: int | None = None) -> Iterator[tuple[int, list[str]]]:
+def read_rows(path: Path, fields: tuple[str, ...],
+              issues: Issues | None = None) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, columns)`` of a whitespace/tab separated text table.
 
     Blank lines are skipped; a line with the wrong number of columns is a malformed row
-    (``path:line: expected ...``). ``min_fields`` allows trailing extra columns.
+    (``path:line: expected ...``).
     """
     require_file(path)
     try:
@@ -364,7 +365,7 @@ def read_rows(path: Path, fields: tuple[str, ...], issues: Issues | None = None,
         cols = line.split()
         if not cols:
             continue
-        if len(cols) != want and not (min_fields is not None and len(cols) >= min_fields):
+        if len(cols) != want:
             problem(issues, "malformed_row",
                     f"{path}:{lineno}: expected {want} columns ({' '.join(fields)}), "
                     f"got {len(cols)}: {line.strip()[:80]!r}")

@@ -124,7 +124,7 @@ def fetch(url: str, dest: Path, *, timeout: float = 60.0, retries: int = 3,
             raise DownloadError(f"HTTP {exc.code} {exc.reason} from {url}") from None
         except urllib.error.URLError as exc:
             reason = exc.reason
-            if isinstance(reason, (socket.timeout, TimeoutError, ConnectionError)):
+            if isinstance(reason, (socket.timeout, TimeoutError, ConnectionResetError)):
                 last_error = f"{type(reason).__name__}: {reason}"
                 continue
             raise DownloadError(f"cannot reach {url} ({reason}); offline?") from None
@@ -318,8 +318,10 @@ def manual_instructions(name: str, root: Path, source: Source, reason: str,
     checks = ", ".join(f"{k} {v}" for k, v in (("md5", source.md5), ("sha256", source.sha256)) if v)
     where = f" from {url}" if url else ""
     note = f" ({source.note})" if source.note else ""
+    unpacked = (f" (or put its unpacked content there, so that {root / source.produces} exists)"
+                if source.extract and source.produces else "")
     return (f"{source.filename}: {reason}. Get it by hand{where}{note}, place it at "
-            f"{root / source.filename}" + (f" ({checks})" if checks else "")
+            f"{root / source.filename}" + (f" ({checks})" if checks else "") + unpacked
             + f" and run `wsolbench data download {name} --root {root}` again: files found "
               "there are verified and unpacked")
 

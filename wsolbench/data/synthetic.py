@@ -661,8 +661,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "synth", help="write the built-in synthetic WSOL dataset (CUB-200-2011 layout)",
         description="Write the built-in synthetic WSOL dataset: one object per image on a textured "
-                    "background, its class decided by a small part; CUB-200-2011 files, so that "
-                    "'--dataset cub' with this folder reads it.")
+                    "background, its class decided by a small part, written as CUB-200-2011 files "
+                    "so that the CUB loader reads it.")
     p.add_argument("--out", type=Path, required=True, help="folder to create (must not exist or be empty)")
     p.add_argument("--classes", type=int, default=DEFAULTS["classes"],
                    help=f"number of classes, 2..{MAX_CLASSES} (default %(default)s)")
@@ -673,7 +673,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=DEFAULTS["size"],
                    help=f"image side in pixels, {MIN_SIZE}..{MAX_SIZE} (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed (default %(default)s)")
-    p.set_defaults(func=run)
+    p.set_defaults(handler=run)
     return p
 
 

@@ -31,6 +31,8 @@ def _add_run(sub) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a configuration value, e.g. classifier.epochs=3 (repeatable)")
     p.add_argument("--seed", type=int, help="random seed (default from config: 0)")
+    p.add_argument("--seeds", help="comma-separated seeds: the whole comparison once per seed, "
+                                   "sharing nothing; tables show mean ± std")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, help="the run folder to create (default: results/runs/<dataset>/<UTC time>-<methods>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run folder")
@@ -79,6 +81,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _exec_torchrun(args.nproc)
     from wsolbench.runner import RunState, Runner
 
+    if args.resume is not None and not (args.resume / "config.json").is_file() \
+            and any(args.resume.glob("seed-*/config.json")):
+        return _run_seeds(args)
     if args.resume is not None:
         cfg_path = args.resume / "config.json"
         if not cfg_path.is_file():
@@ -89,6 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg["run"]["device"] = args.device
     else:
         cfg = _resolve_run_config(args)
+    if args.seeds or (args.resume is not None and not (args.resume / "config.json").exists()):
+        return _run_seeds(args)
     state = RunState()
     try:
         run_dir = Runner(cfg, state, resume=args.resume).run()
@@ -109,6 +116,64 @@ def cmd_run(args: argparse.Namespace) -> int:
         table = run_dir / "table.md"
         if table.exists():
             print(table.read_text())
+    return 0
+
+
+def _run_seeds(args: argparse.Namespace) -> int:
+    """One complete run per seed in ``<run>/seed-N/``; the top folder gets the mean ± std table."""
+    import copy
+    import json
+
+    from wsolbench.report.tables import find_results, render_run
+    from wsolbench.runner import RunState, Runner, new_run_dir
+
+    if args.resume is not None:
+        parent = args.resume
+        plan = [(json.loads((d / "config.json").read_text()), d) for d in sorted(parent.glob("seed-*"))
+                if (d / "config.json").is_file()]
+        if not plan:
+            raise UserError(f"{parent} is not a run folder (no config.json, no seed-*/ folders)")
+        done = {d for _, d in plan}
+        cfg0 = plan[0][0]
+        for seed in cfg0["run"].get("seeds", []):
+            d = parent / f"seed-{seed}"
+            if d not in done:
+                c = copy.deepcopy(cfg0)
+                c["run"]["seed"], c["run"]["run_dir"] = seed, str(d)
+                plan.append((c, d))
+        plan = [(c, d, (d / "config.json").is_file()) for c, d in plan]
+    else:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise UserError(f"--seeds '{args.seeds}' must be comma-separated integers, e.g. 0,1,2") from None
+        if len(set(seeds)) != len(seeds) or not seeds:
+            raise UserError(f"--seeds '{args.seeds}' must name distinct seeds")
+        cfg = _resolve_run_config(args)
+        cfg["run"]["seeds"] = seeds
+        parent = Path(cfg["run"].pop("run_dir", "") or new_run_dir(cfg, [f"{len(seeds)}seeds"]))
+        if parent.exists() and any(parent.iterdir()):
+            raise UserError(f"run folder {parent} already exists and is not empty; choose another --out "
+                            f"or continue it with --resume {parent}")
+        plan = []
+        for seed in seeds:
+            c = copy.deepcopy(cfg)
+            c["run"]["seed"], c["run"]["run_dir"] = seed, str(parent / f"seed-{seed}")
+            plan.append((c, parent / f"seed-{seed}", False))
+    for cfg_s, d, exists in plan:
+        state = RunState()
+        try:
+            Runner(cfg_s, state, resume=d if exists else None).run()
+        except KeyboardInterrupt:
+            print(f"\ninterrupted during seed folder {d}; resume all seeds with: "
+                  f"wsolbench run --resume {parent}", file=sys.stderr)
+            return 130
+    runs = find_results([parent])
+    (parent / "table.md").write_text(f"# wsolbench results over seeds ({parent.name})\n\n" + render_run(runs, "md"))
+    (parent / "table.csv").write_text(render_run(runs, "csv"))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run folder: {parent}")
+        print((parent / "table.md").read_text())
     return 0
 
 

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "methods": ["ours1", "ours2", "cam", "center", "full"],
         "protocols": ["paper", "wsoleval"],
         "seed": 0,
+        "seeds": [],  # set by --seeds: the seeds of a multi-seed run
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "out": "results/runs",
         "cache_dir": "",  # "" = $WSOLBENCH_CACHE or ~/.cache/wsolbench

@@ -261,6 +261,7 @@ class Runner:
         self._classifier = None
         self._shared: dict[str, Any] = {}
         self._splits: dict[tuple[str, str], SplitData] = {}
+        self.fitted: dict[str, WSOLMethod] = {}  # label -> fitted method (figures use them)
         self.progress = _progress_fn(self.dist.is_main)
 
     # ----------------------------------------------------------------- bookkeeping
@@ -575,8 +576,12 @@ class Runner:
             entry = self.results["methods"].get(spec.label)
             if entry and entry.get("complete"):
                 log.info("%s already evaluated; skipping", spec.label)
+                if (self.run_dir / "methods" / spec.label / "final.pt").exists():
+                    self.fit_method(spec, method)  # loads the saved state (for figures)
+                    self.fitted[spec.label] = method
                 continue
             ctx = self.fit_method(spec, method)
+            self.fitted[spec.label] = method
             entry = {"method": spec.name, "options": method.opts, "description": method.description,
                      "selection": method.selection, "diagnostics": ctx.diagnostics, "protocols": {}}
             with self.stage(f"evaluate {spec.label}"):

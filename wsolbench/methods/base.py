@@ -70,7 +70,7 @@ class FitContext:
     workdir: Path  # this method's folder in the run: checkpoints, logs
     model_config: dict[str, Any]  # backbone, pretrained, ... for the method's own networks
     get_classifier: Callable[[], nn.Module]  # the shared f: frozen, eval mode, on device
-    shared: Callable[..., Any]  # shared(kind, key, build) -> object trained once per run
+    shared: Callable[..., Any]  # shared(kind, build) -> build(workdir) memoized: trained once per run
     dist: DistInfo = field(default_factory=DistInfo)
     amp: bool = False  # bf16 autocast on CUDA
     channels_last: bool = False

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -64,39 +63,55 @@ TRIPLET_STREAM_SIAMESE = 3
 
 
 # --------------------------------------------------------------------------- sampling
+class TripletSampler:
+    """Draws, for anchor indices, a positive (same class, another image when the class has
+    one) and a negative (any image of another class), uniformly, from a given generator.
+    The class grouping is computed once, so a draw costs O(batch) on the host."""
+
+    def __init__(self, labels: np.ndarray):
+        labels = np.asarray(labels)
+        self.labels = labels
+        self.order = np.argsort(labels, kind="stable")  # indices grouped by class
+        self.classes, self.starts, self.counts = np.unique(labels[self.order], return_index=True,
+                                                           return_counts=True)
+        self.rank_in_order = np.empty_like(self.order)
+        self.rank_in_order[self.order] = np.arange(len(self.order))
+        if len(self.classes) < 2:
+            raise UserError("method II needs at least two classes in the training set "
+                            "to draw negatives for its triplets")
+
+    def __call__(self, anchors: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        anchors = np.asarray(anchors, dtype=np.int64)
+        total = len(self.labels)
+        c = np.searchsorted(self.classes, self.labels[anchors])
+        start, count = self.starts[c], self.counts[c]
+        u = torch.rand(2, len(anchors), generator=generator, dtype=torch.float64).numpy()
+        # positive: one of the other (count - 1) images of the class; the anchor if alone
+        k = np.minimum((u[0] * np.maximum(count - 1, 1)).astype(np.int64), np.maximum(count - 2, 0))
+        own = self.rank_in_order[anchors] - start
+        k = np.where(count > 1, k + (k >= own), 0)
+        pos = self.order[start + k]
+        # negative: one of the (total - count) images outside the class
+        m = np.minimum((u[1] * (total - count)).astype(np.int64), total - count - 1)
+        neg = self.order[np.where(m < start, m, m + count)]
+        return pos, neg
+
+
 def sample_triplets(labels: np.ndarray, anchors: np.ndarray,
                     generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """For each anchor index draw a positive (same class, another image when the class has
-    one) and a negative (any image of another class), uniformly, from ``generator``."""
-    labels = np.asarray(labels)
-    anchors = np.asarray(anchors, dtype=np.int64)
-    order = np.argsort(labels, kind="stable")  # indices grouped by class
-    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
-    rank_in_order = np.empty_like(order)
-    rank_in_order[order] = np.arange(len(order))
-    c = np.searchsorted(classes, labels[anchors])
-    start, count = starts[c], counts[c]
-    if np.any(count == len(labels)):
-        raise UserError("method II needs at least two classes in the training set "
-                        "to draw negatives for its triplets")
-    u = torch.rand(2, len(anchors), generator=generator, dtype=torch.float64).numpy()
-    # positive: one of the other (count - 1) images of the class, or the anchor itself
-    k = np.minimum((u[0] * np.maximum(count - 1, 1)).astype(np.int64), np.maximum(count - 2, 0))
-    own = rank_in_order[anchors] - start
-    k = np.where(count > 1, k + (k >= own), 0)
-    pos = order[start + k]
-    # negative: one of the (N - count) images outside the class
-    m = np.minimum((u[1] * (len(labels) - count)).astype(np.int64), len(labels) - count - 1)
-    neg = order[np.where(m < start, m, m + count)]
-    return pos, neg
+    """One-off :class:`TripletSampler` draw: (positive indices, negative indices)."""
+    return TripletSampler(labels)(anchors, generator)
 
 
-def triplet_batches(source: Any, epoch: int, batch_size: int, stream: int) -> Iterator[tuple]:
+def triplet_batches(source: Any, epoch: int, batch_size: int, stream: int,
+                    sampler: TripletSampler | None = None) -> Iterator[tuple]:
     """(anchor, positive, negative) Batches of one epoch; positives and negatives get the same
-    random crop + flip as anchors, all randomness from the epoch's generators (replayable)."""
+    kind of random crop + flip as anchors, all randomness from the epoch's generators, so a
+    resumed epoch replays exactly."""
+    sampler = sampler or TripletSampler(source.labels)
     gen = source.epoch_generator(epoch, stream=stream)
     for a in source.epoch(epoch, batch_size):
-        pos, neg = sample_triplets(source.labels, a.index, gen)
+        pos, neg = sampler(a.index, gen)
         yield (a, source.get(pos, augment=True, generator=gen),
                source.get(neg, augment=True, generator=gen))
 
@@ -215,16 +230,19 @@ class _WeightMapMethod(WSOLMethod):
                     if evaluator is not None:
                         evaluator.accumulate(maps_np, [ctx.val.ids[i] for i in batch.index],
                                              gt_boxes=[ctx.val_boxes[i] for i in batch.index])
-            loc = 0.0
+            hits, n_box = 0.0, 0.0
             if evaluator is not None and n:
-                loc = float(evaluator.compute()["gt_known_loc"])
-            # Each rank saw its shard: sum (S, count, loc * count) over ranks.
-            stats = torch.tensor([s_sum, float(n), loc * n], dtype=torch.float64, device=ctx.device)
+                res = evaluator.compute()
+                n_box = float(res["num_box_images"])
+                hits = float(res["gt_known_loc"] or 0.0) * n_box / 100.0
+            # Each rank saw its shard: sum (S, count, loc hits, images with boxes) over ranks.
+            stats = torch.tensor([s_sum, float(n), hits, n_box], dtype=torch.float64, device=ctx.device)
             all_reduce_sum(stats, ctx.dist)
-            s_tot, n_tot, loc_tot = stats.tolist()
+            s_tot, n_tot, hits_tot, box_tot = stats.tolist()
             out: dict[str, float] = {"S": s_tot / n_tot if n_tot else float("nan")}
-            if with_loc:
-                out["val_gt_known_loc_DIAGNOSTIC_ONLY"] = loc_tot / n_tot if n_tot else float("nan")
+            if with_loc:  # percent, as the evaluator reports it
+                out["val_gt_known_loc_DIAGNOSTIC_ONLY"] = (100.0 * hits_tot / box_tot if box_tot
+                                                           else float("nan"))
             return out
 
         return after_epoch
@@ -326,7 +344,9 @@ class MethodII(_WeightMapMethod):
     method I's classifier f, as in the paper. Epoch selection by the S score (eq. 6).
 
     f' schedule defaults to the paper's f schedule (SGD, lr 0.001, momentum 0.9, wd 1e-4,
-    batch 16, 200 epochs, lr x0.1 every 80 epochs); f' keeps its last epoch.
+    batch 16, 200 epochs, lr x0.1 every 80 epochs); f' keeps its last epoch. f' is built
+    through ``ctx.shared(kind, build)`` with ``build(workdir)`` training it there with
+    :func:`train_epochs` (idempotent: a complete workdir returns at once, a partial one resumes).
     """
 
     description = "Weight map g trained with Siamese triplet losses (Shaharabany & Wolf, method II)"
@@ -381,6 +401,7 @@ class MethodII(_WeightMapMethod):
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(cfg["lr_step"], 1),
                                                         gamma=cfg["lr_gamma"])
             bs, margin = cfg["batch_size"], cfg["margin"]
+            sampler = TripletSampler(ctx.train.labels)
 
             def step(batch: Any, nets: dict[str, nn.Module]) -> torch.Tensor:
                 a, p, n = batch
@@ -392,7 +413,8 @@ class MethodII(_WeightMapMethod):
             result = train_epochs(
                 name="siamese f'", workdir=Path(workdir), modules={"embedding": emb},
                 optimizer=optimizer, scheduler=scheduler, epochs=cfg["epochs"],
-                batches=lambda epoch: triplet_batches(ctx.train, epoch, bs, TRIPLET_STREAM_SIAMESE),
+                batches=lambda epoch: triplet_batches(ctx.train, epoch, bs, TRIPLET_STREAM_SIAMESE,
+                                                      sampler),
                 train_step=step, device=ctx.device, dist=ctx.dist, compile=ctx.compile,
                 progress=ctx.progress, steps_per_epoch=ctx.train.steps_per_epoch(bs))
             emb.load_state_dict(result.best_state["embedding"])
@@ -401,17 +423,24 @@ class MethodII(_WeightMapMethod):
 
         return build
 
-    def _prepare(self, ctx: FitContext) -> None:
+    def siamese_kind(self, ctx: FitContext) -> str:
+        """The ``ctx.shared`` name of f': ``siamese-<backbone>-d<dim>-<hash of its config>``,
+        so variants with the same f' settings (e.g. the inner/outer/reg ablations) share one
+        f' per run while a different f' schedule gets its own (and its own folder)."""
         cfg = self._siamese_config(ctx)
         digest = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
-        key = f"{cfg['backbone']}-d{cfg['dim']}-{digest}"
-        self.embedding = freeze(ctx.shared("siamese", key, self._build_siamese(ctx)))
+        return f"siamese-{cfg['backbone']}-d{cfg['dim']}-{digest}"
+
+    def _prepare(self, ctx: FitContext) -> None:
+        # ctx.shared(kind, build): the harness memoizes per run and gives build a workdir.
+        self.embedding = freeze(ctx.shared(self.siamese_kind(ctx), self._build_siamese(ctx)))
 
     # ------------------------------------------------------------------ g
     def _batches(self, ctx: FitContext) -> Callable[[int], Iterator[Any]]:
         bs = int(self.opts["batch_size"])
         if self.opts["outer"]:
-            return lambda epoch: triplet_batches(ctx.train, epoch, bs, TRIPLET_STREAM_G)
+            sampler = TripletSampler(ctx.train.labels)
+            return lambda epoch: triplet_batches(ctx.train, epoch, bs, TRIPLET_STREAM_G, sampler)
         # without L_outer no positive or negative is needed
         return lambda epoch: ((a, None, None) for a in ctx.train.epoch(epoch, bs))
 

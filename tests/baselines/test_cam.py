@@ -75,4 +75,5 @@ def test_full_baseline_box_is_the_whole_image_under_both_rules():
 
     m = FullBaseline().localize(torch.zeros(1, 3, 10, 12), torch.zeros(1, dtype=torch.long))
     norm = postprocess_maps(m, (10, 12), "raw", "full", ["x"])  # min-max keeps it non-constant
-    assert list(paper_box(norm[0])) == [1, 1, 10, 8]
+    # nonzero pixels x 1..10, y 1..8; wsolevaluation box: x1 = min(x + w, W - 1) = 11, y1 = 9
+    assert list(paper_box(norm[0])) == [1, 1, 11, 9]

@@ -45,3 +45,19 @@ def test_validation_split_is_fixed_per_class_and_disjoint():
     assert not {s.id for s in tr} & {s.id for s in val}
     tr2, val2 = carve_validation(list(reversed(train)), 0.1)
     assert {s.id for s in val2} == {s.id for s in val}  # order-independent, seed-free
+
+
+def test_ignore_region_never_hides_foreground(tmp_path):
+    import cv2
+
+    from wsolbench.data.masks import load_mask
+
+    fg = np.zeros((4, 4), np.uint8)
+    fg[1:3, 1:3] = 255
+    ign = np.zeros((4, 4), np.uint8)
+    ign[:, 2:] = 255
+    cv2.imwrite(str(tmp_path / "m.png"), fg)
+    cv2.imwrite(str(tmp_path / "i.png"), ign)
+    mask = load_mask([tmp_path / "m.png"], tmp_path / "i.png")
+    expected = np.array([[0, 0, 255, 255], [0, 1, 1, 255], [0, 1, 1, 255], [0, 0, 255, 255]])
+    np.testing.assert_array_equal(mask, expected)

@@ -50,7 +50,8 @@ def read_image_file(path: Path, flag: int) -> np.ndarray:
 
 def load_mask(mask_paths: tuple[Path, ...] | list[Path], ignore_path: Path | None = None,
               rule: str = "binary") -> np.ndarray:
-    """Union of the foreground of ``mask_paths``, with ``ignore_path`` pixels set to 255."""
+    """Union of the foreground of ``mask_paths``; background pixels inside ``ignore_path``
+    become 255 (left out of PxAP)."""
     if rule not in _RULES:
         _import_rule_module(rule)
     fn, flag = _RULES[rule]
@@ -68,7 +69,8 @@ def load_mask(mask_paths: tuple[Path, ...] | list[Path], ignore_path: Path | Non
         ign = read_image_file(Path(ignore_path), cv2.IMREAD_GRAYSCALE) > 127
         if ign.shape != mask.shape:
             raise UserError(f"ignore mask {ignore_path} does not match its image's mask size")
-        mask[ign] = IGNORE
+        # As wsolevaluation: the ignore region never hides annotated foreground.
+        mask[ign & (mask == 0)] = IGNORE
     return mask
 
 

@@ -56,6 +56,11 @@ from wsolbench.train.distributed import all_reduce_sum
 from wsolbench.train.loop import train_epochs
 
 SELECTS = ("s_score", "last")
+# Per-epoch map snapshots for the Fig. 4-style figure (diagnostics.epoch_maps): g's maps of
+# a few fixed validation images (the first image of each class), area-downsampled.
+EPOCH_MAP_IMAGES = 4
+EPOCH_MAP_SIZE = 24
+EPOCH_MAP_EPOCHS = 12  # epochs kept in results.json: evenly spread + the selected one
 S_CRITERION = "max mean S over validation images (paper eq. 6)"
 # Streams of BatchSource.epoch_generator (stream 1 is the crop/flip of BatchSource.epoch).
 TRIPLET_STREAM_G = 2
@@ -117,6 +122,28 @@ def triplet_batches(source: Any, epoch: int, batch_size: int, stream: int,
 
 
 # --------------------------------------------------------------------------- base
+def _snapshot_positions(val: Any, k: int = EPOCH_MAP_IMAGES) -> list[int]:
+    """The first validation image of each class, in split order (at most ``k``)."""
+    seen: set[int] = set()
+    out: list[int] = []
+    for i, c in enumerate(np.asarray(val.labels).tolist()):
+        if c not in seen:
+            seen.add(c)
+            out.append(i)
+        if len(out) == k:
+            break
+    return out
+
+
+def _spread(epochs: list[int], selected: int | None, k: int) -> list[int]:
+    """Positions of at most ``k`` (+1) epochs: evenly spread, first and last, and the selected."""
+    n = len(epochs)
+    pos = set(range(n)) if n <= k else {int(round(v)) for v in np.linspace(0, n - 1, k)}
+    if selected in epochs:
+        pos.add(epochs.index(selected))
+    return sorted(pos)
+
+
 class _WeightMapMethod(WSOLMethod):
     """What both methods share: g, its training through train_epochs, S-score selection,
     saving/loading the selected g, and localize (maps = g(I), logits = f(I))."""
@@ -182,6 +209,7 @@ class _WeightMapMethod(WSOLMethod):
             device=ctx.device, dist=ctx.dist, compile=ctx.compile, progress=ctx.progress,
             steps_per_epoch=ctx.train.steps_per_epoch(bs))
         history = result.history
+        snapshots = [h.pop("_epoch_maps", None) for h in history]  # not part of the logged history
         selected = result.best_epoch
         if result.best_state is not None:
             g.load_state_dict(result.best_state["g"])
@@ -202,12 +230,19 @@ class _WeightMapMethod(WSOLMethod):
         if result.best_state is None and o["select"] == "s_score":
             self.selection["note"] = "no epoch had a finite mean S; the last epoch is used"
         ctx.log("epochs", history)
+        kept = _spread([h["epoch"] for h in history], selected, EPOCH_MAP_EPOCHS)
+        kept = [i for i in kept if snapshots[i] is not None]
+        if kept:
+            ctx.log("epoch_maps", {"ids": [ctx.val.ids[i] for i in _snapshot_positions(ctx.val)],
+                                   "epochs": [history[i]["epoch"] for i in kept],
+                                   "maps": [snapshots[i] for i in kept], "size": EPOCH_MAP_SIZE})
 
     def _after_epoch(self, ctx: FitContext, g: nn.Module) -> Callable[[int], dict[str, float]]:
         """The S score of eq. 6 averaged over the validation images (all ranks), plus the
         validation GT-known loc as a labelled diagnostic when validation boxes exist."""
         bs = int(self.opts["batch_size"])
         with_loc = bool(self.opts["val_loc"]) and ctx.val_boxes is not None
+        snap_pos = _snapshot_positions(ctx.val)
 
         def after_epoch(epoch: int) -> dict[str, float]:
             from wsolbench.evaluation import s_scores
@@ -243,6 +278,12 @@ class _WeightMapMethod(WSOLMethod):
             if with_loc:  # percent, as the evaluator reports it
                 out["val_gt_known_loc_DIAGNOSTIC_ONLY"] = (100.0 * hits_tot / box_tot if box_tot
                                                            else float("nan"))
+            if snap_pos:  # every rank computes the same snapshot: histories stay identical
+                with torch.no_grad(), ctx.autocast():
+                    m = g(ctx.val.get(np.asarray(snap_pos, dtype=np.int64), augment=False).images)
+                m = m.float().reshape(len(snap_pos), 1, *m.shape[-2:])
+                small = torch.nn.functional.adaptive_avg_pool2d(m, EPOCH_MAP_SIZE)[:, 0]
+                out["_epoch_maps"] = np.round(small.cpu().numpy(), 3).tolist()
             return out
 
         return after_epoch

@@ -81,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _exec_torchrun(args.nproc)
     from wsolbench.runner import RunState, Runner
 
+    if args.resume is not None:
+        _check_resume_flags(args)
     if args.resume is not None and not (args.resume / "config.json").is_file() \
             and any(args.resume.glob("seed-*/config.json")):
         return _run_seeds(args)
@@ -89,9 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not cfg_path.is_file():
             raise UserError(f"{args.resume} is not a run folder (no config.json); give the folder "
                             "printed by the interrupted run")
-        cfg = json.loads(cfg_path.read_text())
-        if args.device:
-            cfg["run"]["device"] = args.device
+        cfg = _load_saved_config(cfg_path)
+        _resume_overrides(cfg, args)
     else:
         cfg = _resolve_run_config(args)
     if args.seeds or (args.resume is not None and not (args.resume / "config.json").exists()):
@@ -107,7 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("\ninterrupted before the run folder was created; nothing to resume", file=sys.stderr)
         return 130
     except UserError as exc:
-        if state.run_dir is not None:
+        if state.run_dir is not None and getattr(exc, "diverged", False):
+            exc.args = (f"{exc.args[0]} [run folder: {state.run_dir}; what finished is kept there]",)
+        elif state.run_dir is not None:
             exc.args = (f"{exc.args[0]} [run folder: {state.run_dir}; after fixing, resume with "
                         f"--resume {state.run_dir}]",)
         raise
@@ -117,6 +120,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         if table.exists():
             print(table.read_text())
     return 0
+
+
+# Flags that would change what a run computes: --resume keeps the saved configuration.
+_RESUME_FIXED = (("dataset", "--dataset"), ("methods", "--methods"), ("protocols", "--protocols"),
+                 ("config", "--config"), ("seed", "--seed"), ("seeds", "--seeds"), ("out", "--out"))
+
+
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    given = [flag for attr, flag in _RESUME_FIXED if getattr(args, attr, None) is not None]
+    if args.sets:
+        given.append("--set")
+    if given:
+        raise UserError(f"--resume continues {args.resume} with its saved configuration "
+                        f"({args.resume / 'config.json'}); {', '.join(given)} cannot change it: "
+                        "drop them, or start a new run (only --device, --skip-bad-images and "
+                        "--deterministic may be added to --resume)")
+
+
+def _load_saved_config(path: Path) -> dict:
+    import json
+
+    try:
+        cfg = json.loads(path.read_text())
+        cfg["run"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} cannot be read as a run configuration ({type(exc).__name__}: "
+                        f"{str(exc)[:80]}); this run folder cannot be resumed: start a new run") from None
+    return cfg
+
+
+def _resume_overrides(cfg: dict, args: argparse.Namespace) -> None:
+    """What may change when resuming: where it runs, skipping bad images, determinism."""
+    if args.device:
+        cfg["run"]["device"] = args.device
+    if args.skip_bad_images:
+        cfg["run"]["skip_bad_images"] = True
+    if args.deterministic:
+        cfg["run"]["deterministic"] = True
 
 
 def _run_seeds(args: argparse.Namespace) -> int:
@@ -129,8 +170,10 @@ def _run_seeds(args: argparse.Namespace) -> int:
 
     if args.resume is not None:
         parent = args.resume
-        plan = [(json.loads((d / "config.json").read_text()), d) for d in sorted(parent.glob("seed-*"))
+        plan = [(_load_saved_config(d / "config.json"), d) for d in sorted(parent.glob("seed-*"))
                 if (d / "config.json").is_file()]
+        for c, _ in plan:
+            _resume_overrides(c, args)
         if not plan:
             raise UserError(f"{parent} is not a run folder (no config.json, no seed-*/ folders)")
         done = {d for _, d in plan}
@@ -152,6 +195,11 @@ def _run_seeds(args: argparse.Namespace) -> int:
         cfg = _resolve_run_config(args)
         cfg["run"]["seeds"] = seeds
         parent = Path(cfg["run"].pop("run_dir", "") or new_run_dir(cfg, [f"{len(seeds)}seeds"]))
+        if "WORLD_SIZE" in os.environ:  # torchrun: every rank uses rank 0's folder (time stamps differ)
+            from wsolbench.runner import pick_device
+            from wsolbench.train import distributed as D
+
+            parent = D.broadcast_object(parent, D.init_from_env(pick_device(cfg["run"]["device"]).type))
         if parent.exists() and any(parent.iterdir()):
             raise UserError(f"run folder {parent} already exists and is not empty; choose another --out "
                             f"or continue it with --resume {parent}")
@@ -168,10 +216,10 @@ def _run_seeds(args: argparse.Namespace) -> int:
             print(f"\ninterrupted during seed folder {d}; resume all seeds with: "
                   f"wsolbench run --resume {parent}", file=sys.stderr)
             return 130
-    runs = find_results([parent])
-    (parent / "table.md").write_text(f"# wsolbench results over seeds ({parent.name})\n\n" + render_run(runs, "md"))
-    (parent / "table.csv").write_text(render_run(runs, "csv"))
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:  # files are written by rank 0 only
+        runs = find_results([parent])
+        (parent / "table.md").write_text(f"# wsolbench results over seeds ({parent.name})\n\n" + render_run(runs, "md"))
+        (parent / "table.csv").write_text(render_run(runs, "csv"))
         print(f"run folder: {parent}")
         print((parent / "table.md").read_text())
     return 0
@@ -303,6 +351,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a write the environment refused (disk full, permissions) past the checks
+        from wsolbench.train.checkpoint import DISK_ERRNOS, disk_error
+
+        if debug or exc.errno not in DISK_ERRNOS or not exc.filename:
+            raise
+        print(f"error: {disk_error(Path(exc.filename), exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

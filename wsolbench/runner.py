@@ -44,10 +44,11 @@ from wsolbench.data.cache import DecodedSplit, build_image_cache
 from wsolbench.data.masks import load_mask
 from wsolbench.data.pipeline import BatchSource
 from wsolbench.data.sample import DatasetSplits, Sample
-from wsolbench.errors import MethodOutputError, UserError
+from wsolbench.errors import MethodOutputError, TrainingDiverged, UserError
 from wsolbench.methods.base import DistInfo, FitContext, LocalizeOutput, WSOLMethod
 from wsolbench.methods.spec import MethodSpec, parse_spec, split_specs
 from wsolbench.train import distributed as D
+from wsolbench.train.eval_pool import EvalSink, LazyMask, default_workers
 from wsolbench.train.checkpoint import (atomic_torch_save, atomic_write_text, disk_error,
                                         load_checkpoint, seed_everything)
 
@@ -77,6 +78,62 @@ def pick_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{name}' asked for but no CUDA GPU is visible; use --device cpu")
     return dev
+
+
+def check_values(cfg: dict[str, Any]) -> None:
+    """Check the VALUES of a resolved configuration (keys and types are checked by
+    :mod:`wsolbench.config`), before anything is created: one error naming the key."""
+    from wsolbench.errors import suggest
+
+    def bad(key: str, value: Any, want: str) -> UserError:
+        return UserError(f"configuration value {key} = {value!r} is invalid: it must be {want}; "
+                         f"fix it (--set {key}=...)")
+
+    def number(key: str, lo: float, hi: float = math.inf, *, lo_open: bool = False,
+               hi_open: bool = False, integer: bool = False) -> None:
+        section, name = key.split(".")
+        v = cfg[section][name]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi) \
+            and (not integer or float(v).is_integer())
+        if not ok:
+            rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open or hi == math.inf else ']'}"
+            raise bad(key, v, f"{'an integer' if integer else 'a number'} in {rng}")
+
+    for key in ("run.eval_batch_size", "classifier.epochs", "classifier.batch_size",
+                "classifier.lr_step", "data.resize", "data.crop", "data.wsoleval_size"):
+        number(key, 1, integer=True)
+    number("run.threads", 0, integer=True)
+    number("data.val_fraction", 0, 1, hi_open=True)
+    number("classifier.lr", 0, lo_open=True)
+    number("classifier.momentum", 0, 1, hi_open=True)
+    number("classifier.weight_decay", 0)
+    number("classifier.lr_gamma", 0, lo_open=True)
+    number("evaluation.cam_curve_interval", 0, 1, lo_open=True, hi_open=True)
+    if cfg["classifier"]["select"] not in ("val_acc", "last"):
+        raise bad("classifier.select", cfg["classifier"]["select"], "'val_acc' or 'last'")
+    thr = cfg["evaluation"]["iou_thresholds"]
+    if not thr or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 100
+                          for t in thr):
+        raise bad("evaluation.iou_thresholds", thr, "a non-empty list of IoU percentages in (0, 100]")
+    protocols = cfg["run"]["protocols"]
+    if not protocols:
+        raise bad("run.protocols", protocols, "a non-empty list of paper, wsoleval")
+    for p in protocols:
+        if p not in ("paper", "wsoleval"):
+            raise UserError(f"unknown protocol '{p}'{suggest(p, ('paper', 'wsoleval'))}; "
+                            "use paper or wsoleval (--protocols paper,wsoleval)")
+    if not cfg["run"]["methods"]:
+        raise bad("run.methods", cfg["run"]["methods"], "a non-empty list of methods (--methods cam,...)")
+    backbone = cfg["model"]["backbone"]
+    from wsolbench.models.backbones import SUPPORTED
+
+    if backbone not in SUPPORTED:
+        import timm
+
+        if backbone not in timm.list_models():
+            raise UserError(f"unknown backbone '{backbone}'{suggest(backbone, SUPPORTED)} "
+                            f"(model.backbone); use one of {', '.join(SUPPORTED)} or a timm model name")
 
 
 def _stable_hash(obj: Any) -> str:
@@ -117,12 +174,27 @@ def load_dataset(cfg: dict[str, Any]) -> DatasetSplits:
         params = {k: d[k] for k in ("classes", "train_per_class", "test_per_class", "size") if k in d}
         if "gen_seed" in d:
             params["seed"] = d["gen_seed"]
-        root = str(ensure_synthetic(cache_root(cfg) / "datasets", **params))
+        try:
+            root = str(ensure_synthetic(cache_root(cfg) / "datasets", **params))
+        except OSError as exc:
+            raise disk_error(Path(exc.filename or cache_root(cfg)), exc,
+                             where="point the cache elsewhere (--set run.cache_dir=DIR or "
+                                   "$WSOLBENCH_CACHE)") from exc
     if not root:
         raise UserError(f"dataset '{name}' has no root; pass --set datasets.{name}.root=DIR "
                         f"(get it with: wsolbench data download {loader_name} --root DIR)")
     if d.get("metadata"):
         options["metadata"] = d["metadata"]
+    if not Path(root).expanduser().exists():
+        from wsolbench.data.catalog import dataset_info
+
+        try:
+            get = (f" or get it with: wsolbench data download {loader_name} --root DIR"
+                   if dataset_info(loader_name).sources else "")
+        except UserError:
+            get = ""
+        raise UserError(f"dataset '{name}': its root folder {root} does not exist; point "
+                        f"--set datasets.{name}.root=DIR at the extracted dataset{get}")
     ds = load(Path(root).expanduser(), **options)
     ds.name = name
     if "val" not in ds.splits or not ds.splits["val"]:
@@ -197,9 +269,16 @@ def postprocess_maps(maps: torch.Tensor, out_hw: tuple[int, int], map_range: str
       ``unit`` maps must already lie in [0, 1] and are used as they are.
     """
     b = len(ids)
+    if not isinstance(maps, torch.Tensor):
+        try:
+            maps = torch.as_tensor(np.asarray(maps, dtype=np.float32))
+        except (TypeError, ValueError):
+            raise MethodOutputError(f"method '{method}' returned {type(maps).__name__} instead of a "
+                                    f"tensor of maps (batch starting with image '{ids[0]}'); localize "
+                                    "must return [B, h, w]") from None
     if maps.dim() == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
-    if maps.dim() != 3 or maps.shape[0] != b:
+    if maps.dim() != 3 or maps.shape[0] != b or maps.shape[1] < 1 or maps.shape[2] < 1:
         raise MethodOutputError(f"method '{method}' returned maps of shape {tuple(maps.shape)} for "
                                 f"a batch of {b} images (first '{ids[0]}'); localize must return [B, h, w]")
     maps = maps.detach().float()
@@ -295,11 +374,15 @@ class Runner:
             if meta.exists():
                 self.meta = json.loads(meta.read_text())
                 self.state.timings.update(self.meta.get("durations_s", {}))
+            if self.dist.is_main:
+                _remove_stale_temporaries(self.run_dir)
         else:
             path = Path(self.cfg["run"]["run_dir"]) if self.cfg["run"].get("run_dir") else \
                 new_run_dir(self.cfg, labels)
             path = D.broadcast_object(path, self.dist)
             if self.dist.is_main:
+                if path.exists() and not path.is_dir():
+                    raise UserError(f"--out {path} is a file, not a folder; choose another --out")
                 if path.exists() and any(path.iterdir()):
                     raise UserError(f"run folder {path} already exists and is not empty; runs are never "
                                     f"overwritten: choose another --out, or continue it with --resume {path}")
@@ -362,19 +445,27 @@ class Runner:
         samples = self.dataset.splits[name]
         cache_dir = cache_root(self.cfg) / "images" / self.dataset.name
         skip = bool(self.cfg["run"]["skip_bad_images"])
-        if self.dist.is_main:  # rank 0 builds, the others read the finished cache
+        builder = self.dist.local_rank == 0  # one builder per machine, the others read its cache
+        if builder:
             decoded = build_image_cache(samples, geo.resize, cache_dir, skip_bad=skip,
                                         progress=self.progress)
         D.barrier(self.dist)
-        if not self.dist.is_main:
+        if not builder:
             decoded = build_image_cache(samples, geo.resize, cache_dir, skip_bad=skip)
-        for sk in decoded.skipped:
-            self.results.setdefault("skipped_images", []).append({"split": name, **sk})
+        for sk in decoded.skipped:  # once per image, although the test split is decoded per protocol
+            entry = {"split": name, **sk}
+            if entry not in self.results.setdefault("skipped_images", []):
+                self.results["skipped_images"].append(entry)
         on_device = bool(self.cfg["run"]["data_on_device"]) and self.device.type == "cuda" and name == "train"
+        max_gb = float(self.cfg["run"].get("data_on_device_max_gb", 8.0))
         src = BatchSource(decoded.images, [s.label for s in decoded.samples],
                           [s.id for s in decoded.samples], geo.crop, self.device, seed=self.seed,
-                          dist=self.dist, on_device=on_device,
+                          dist=self.dist, on_device=on_device, on_device_max_bytes=int(max_gb * 2**30),
+                          name=f"{name} [{protocol}]",
                           channels_last=bool(self.cfg["run"]["channels_last"]) and self.device.type == "cuda")
+        self._check_boxes(name, decoded)
+        if name == "test":
+            _check_mask_files(decoded.samples)
         boxes = None
         if any(s.boxes for s in decoded.samples):
             boxes = [geo.map_boxes(np.asarray(s.boxes, dtype=np.float64).reshape(-1, 4),
@@ -382,6 +473,29 @@ class Runner:
                      for s, wh in zip(decoded.samples, decoded.orig_sizes)]
         self._splits[key] = SplitData(decoded, src, geo, boxes)
         return self._splits[key]
+
+    def _check_boxes(self, split: str, decoded: DecodedSplit) -> None:
+        """Inverted boxes stop the run; boxes past the border are clamped and recorded."""
+        outside = []
+        for s, (w, h) in zip(decoded.samples, decoded.orig_sizes):
+            for box in s.boxes:
+                x0, y0, x1, y1 = box
+                if x1 < x0 or y1 < y0:
+                    raise UserError(
+                        f"image '{s.id}' ({split} split) has an inverted box {list(box)} (x1 < x0 or "
+                        f"y1 < y0); fix its annotation (wsolbench data check lists all such rows)")
+                if x0 > w or y0 > h or x1 < 0 or y1 < 0:  # nothing of it inside: not clampable
+                    raise UserError(
+                        f"image '{s.id}' ({split} split) has a box {list(box)} entirely outside the "
+                        f"image ({int(w)}x{int(h)} pixels); fix its annotation (the box or the image "
+                        "is wrong; wsolbench data check lists all such rows)")
+                # one pixel of slack: some datasets (Stanford Cars) use 1-based inclusive corners
+                if x0 < -1 or y0 < -1 or x1 > w + 1 or y1 > h + 1:
+                    outside.append({"id": s.id, "box": list(box), "image_size": [int(w), int(h)]})
+        if outside:
+            log.warning("%d box(es) of the %s split lie outside their image; they are clamped "
+                        "(first: %s)", len(outside), split, outside[0]["id"])
+            self.results.setdefault("clamped_boxes", {})[split] = outside
 
     # ----------------------------------------------------------------- shared models
     def model_config(self) -> dict[str, Any]:
@@ -395,7 +509,7 @@ class Runner:
 
     def get_classifier(self):
         if self._classifier is None:
-            with self.stage("classifier f"):
+            with self.stage("classifier f"), _diverged_hint("classifier.lr"):
                 self._classifier = self._train_or_load_classifier()
         return self._classifier
 
@@ -411,8 +525,14 @@ class Runner:
         info = self.results.setdefault("classifier", {})
         model = Classifier(self.cfg["model"]["backbone"], self.dataset.num_classes, pretrained=False)
         if not final.exists() and cached.exists() and self.dist.is_main:
-            workdir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(cached, final)
+            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+            try:  # a temporary name, then rename: a kill never leaves half a final.pt
+                workdir.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cached, tmp)
+                os.replace(tmp, final)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise disk_error(final, exc) from exc
             info["reused_from_cache"] = str(cached)
         D.barrier(self.dist)
         if final.exists():
@@ -462,7 +582,8 @@ class Runner:
             method.selection = state.get("selection")
             ctx.diagnostics.update(state.get("diagnostics", {}))
             return ctx
-        with self.stage(f"fit {spec.label}"):
+        with self.stage(f"fit {spec.label}"), _diverged_hint(f"methods.{spec.name}.lr"), \
+                _method_crash(spec.label, "fit"):
             seed_everything(self.seed + _label_seed(spec.label), self.cfg["run"]["deterministic"])
             method.fit(ctx)
         if self.dist.is_main:
@@ -480,6 +601,7 @@ class Runner:
         evaluator = Evaluator(protocol=protocol, cam_curve_interval=ev_cfg["cam_curve_interval"],
                               iou_thresholds=tuple(ev_cfg["iou_thresholds"]),
                               multi_contour_eval=ev_cfg["multi_contour_eval"])
+        sink = EvalSink(evaluator, self.eval_workers())  # CPU work of the evaluator off this process
         has_masks = self.dataset.has_masks("test")
         f = self._classifier if (self._classifier is not None or method.uses_classifier) else None
         if f is None and self._needs_f_for_top1():
@@ -493,7 +615,8 @@ class Runner:
         with torch.no_grad():
             for batch in it:
                 ids = [src.ids[i] for i in batch.index]
-                with _autocast(self.device, self.cfg["run"]["amp"]):
+                with _autocast(self.device, self.cfg["run"]["amp"]), \
+                        _method_crash(spec.label, "localize", ids[0]):
                     out = method.localize(batch.images, batch.labels)
                     if not isinstance(out, LocalizeOutput):
                         out = LocalizeOutput(maps=out)
@@ -501,24 +624,23 @@ class Runner:
                     if logits is None and f is not None:
                         logits = f(batch.images)
                 maps = postprocess_maps(out.maps, src.out_hw, method.map_range, spec.label, ids)
+                if logits is not None and (not isinstance(logits, torch.Tensor) or tuple(logits.shape)
+                                           != (len(ids), self.dataset.num_classes)):
+                    raise MethodOutputError(
+                        f"method '{spec.label}' returned logits of shape "
+                        f"{tuple(getattr(logits, 'shape', ()))} for a batch of {len(ids)} images (first "
+                        f"'{ids[0]}'); they must be [B, {self.dataset.num_classes}] (or None)")
                 pred = logits.float().argmax(1).cpu().numpy() if logits is not None else None
                 boxes = [data.boxes[i] for i in batch.index] if data.boxes is not None else None
                 masks = None
-                if has_masks:
-                    masks = [self._mask(samples[i], data) for i in batch.index]
-                evaluator.accumulate(maps, ids, gt_boxes=boxes, masks=masks,
-                                     gt_labels=batch.labels.cpu().numpy(), pred_labels=pred)
-        if self.dist.enabled:
-            state = evaluator.state()
-            summed = {}
-            for k, v in state.items():
-                t = torch.from_numpy(np.ascontiguousarray(v)).to(torch.float64 if v.dtype.kind == "f" else torch.int64)
-                D.all_reduce_sum(t, self.dist)
-                summed[k] = t.numpy().astype(v.dtype)
-            evaluator = Evaluator(protocol=protocol, cam_curve_interval=ev_cfg["cam_curve_interval"],
-                                  iou_thresholds=tuple(ev_cfg["iou_thresholds"]),
-                                  multi_contour_eval=ev_cfg["multi_contour_eval"])
-            evaluator.merge_state(summed)
+                if has_masks:  # read where they are used (a worker process, or here)
+                    masks = [self._lazy_mask(samples[i], data) for i in batch.index]
+                sink.accumulate(maps, ids, gt_boxes=boxes, masks=masks,
+                                gt_labels=batch.labels.cpu().numpy(), pred_labels=pred)
+        evaluator = sink.finish()
+        if self.dist.enabled:  # each rank saw its shard (rank::world): sum the additive counters
+            evaluator = Evaluator.from_state(D.sum_arrays(evaluator.state(), self.dist),
+                                             **evaluator.config())
         metrics = evaluator.compute()
         return {"split": "test", "geometry": {"resize": list(data.geometry.resize),
                                               "crop": list(data.geometry.crop) if data.geometry.crop else None},
@@ -526,6 +648,19 @@ class Runner:
 
     def _needs_f_for_top1(self) -> bool:
         return any(cls_uses for cls_uses in self._uses_f)
+
+    def eval_workers(self) -> int:
+        n = int(self.cfg["run"].get("eval_workers", -1))
+        if n < 0:
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            n = default_workers(self.device.type, local_world)
+        return n
+
+    def _lazy_mask(self, sample: Sample, data: SplitData) -> LazyMask | None:
+        if not sample.mask_paths:
+            return None
+        return LazyMask(tuple(sample.mask_paths), sample.ignore_path, sample.mask_rule,
+                        data.geometry, tuple(data.source.out_hw))
 
     def _mask(self, sample: Sample, data: SplitData) -> np.ndarray | None:
         if not sample.mask_paths:
@@ -536,6 +671,7 @@ class Runner:
     # ----------------------------------------------------------------- main
     def run(self) -> Path:
         cfg = self.cfg
+        check_values(cfg)
         if cfg["run"]["threads"]:
             torch.set_num_threads(int(cfg["run"]["threads"]))
         seed_everything(self.seed, cfg["run"]["deterministic"])
@@ -549,7 +685,12 @@ class Runner:
         for p in protocols:
             self.geometry(p)
         with self.stage("dataset"):
+            builder = self.dist.local_rank == 0  # generates the synthetic set once per machine
+            if not builder:
+                D.barrier(self.dist)
             self.dataset = load_dataset(cfg)
+            if builder:
+                D.barrier(self.dist)
         self.prepare_run_dir(labels)
         self.results.update({
             "schema": RESULTS_SCHEMA, "dataset": self.dataset.name, "num_classes": self.dataset.num_classes,
@@ -560,6 +701,7 @@ class Runner:
         })
         self.results.setdefault("methods", {})
         self.results.pop("skipped_images", None)
+        self.results.pop("clamped_boxes", None)
         with self.stage("decode images"):
             for split in ("train", "val"):
                 self.split(split)
@@ -606,6 +748,66 @@ class Runner:
             self.save_results()
         D.barrier(self.dist)
         return self.run_dir
+
+
+@contextmanager
+def _method_crash(label: str, where: str, image_id: str | None = None):
+    """A method (often a plug-in) raising inside fit/localize: one line naming it; the
+    traceback stays available with --debug."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        what = (str(exc).strip().splitlines() or [""])[0][:200]
+        at = f" on the batch starting with image '{image_id}'" if image_id else ""
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise UserError(f"method '{label}' ran out of GPU memory in {where}{at}; lower its batch "
+                            "size (methods.NAME.batch_size, run.eval_batch_size) or use --device cpu") from exc
+        raise MethodOutputError(
+            f"method '{label}' failed in {where}{at}: {type(exc).__name__}: {what}; a bug in the "
+            "method or a bad option of it (rerun with --debug to see the traceback)") from exc
+
+
+def _check_mask_files(samples: list[Sample]) -> None:
+    """Before any training: every mask file the evaluation will read must exist."""
+    missing = [(s.id, p) for s in samples
+               for p in (*s.mask_paths, *((s.ignore_path,) if s.ignore_path else ())) if not Path(p).is_file()]
+    if missing:
+        raise UserError(
+            f"{len(missing)} mask file(s) of the test split are missing (first: {missing[0][1]} for "
+            f"image '{missing[0][0]}'); PxAP needs them: extract the masks/segmentations again "
+            "(wsolbench data check NAME --root DIR lists what is missing)")
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete ``.NAME.PID.tmp`` files that a killed process (SIGKILL) left half-written."""
+    for tmp in run_dir.rglob(".*.tmp"):
+        parts = tmp.name.split(".")
+        if len(parts) < 4 or not parts[-2].isdigit():
+            continue
+        pid = int(parts[-2])
+        try:
+            if pid != os.getpid():
+                os.kill(pid, 0)
+                continue  # that process still runs: leave its file alone
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _diverged_hint(lr_key: str):
+    """Add to a divergence error which setting to lower, and that resuming would diverge again."""
+    try:
+        yield
+    except TrainingDiverged as exc:
+        exc.args = (f"{exc.args[0]} (e.g. --set {lr_key}=...) and start a new run (--resume keeps "
+                    "the saved configuration and would diverge the same way)",)
+        exc.diverged = True
+        raise
 
 
 def _label_seed(label: str) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,11 +68,14 @@ def _decode_one(args: tuple[Sample, tuple[int, int]]):
         if not Path(sample.path).is_file():
             return None, None, "file is missing"
         rgb, orig = decode_resized(sample.path, size_hw)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
+            EOFError) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            return None, None, "cannot be decoded: it is not an image file (unknown format)"
         return None, None, f"cannot be decoded ({type(exc).__name__}: {str(exc)[:80]})"
     if sample.size is not None and tuple(sample.size) != tuple(orig):
-        return None, None, (f"is {orig[0]}x{orig[1]} but the annotations say "
-                            f"{sample.size[0]}x{sample.size[1]}")
+        return None, None, (f"is {orig[0]}x{orig[1]} pixels but the dataset's metadata (e.g. "
+                            f"image_sizes.txt) says {sample.size[0]}x{sample.size[1]}")
     return rgb, orig, None
 
 
@@ -97,48 +101,105 @@ def build_image_cache(samples: Sequence[Sample], size_hw: tuple[int, int], cache
     h, w = size_hw
     if data_path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
+        if meta["skipped"] and not skip_bad:
+            # built by a run with --skip-bad-images: this run must not skip silently
+            by_id = {s.id: s for s in samples}
+            first = meta["skipped"][0]
+            raise UserError(_bad_image_message(by_id[first["id"]], first["reason"]))
         keep = [samples[i] for i in meta["kept"]]
         if not keep:
-            raise UserError(f"none of the {len(samples)} images under {cache_dir} could be read; "
-                            "check the dataset root with: wsolbench data check")
+            first = meta["skipped"][0] if meta["skipped"] else {"id": "?", "reason": "?"}
+            raise UserError(f"none of the {len(samples)} images of this split could be read (first: "
+                            f"'{first['id']}' {first['reason']}); check the dataset root with: "
+                            "wsolbench data check NAME --root DIR")
         images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(len(keep), h, w, 3))
         return DecodedSplit(images, np.asarray(meta["orig_sizes"], dtype=np.int64).reshape(-1, 2),
                             keep, meta["skipped"])
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    if not skip_bad:  # a quick pass first: a half-extracted dataset misses many files
+        missing = [s for s in samples if not Path(s.path).is_file()]
+        if len(missing) == 1:
+            raise UserError(_bad_image_message(missing[0], "file is missing"))
+        if missing:
+            raise UserError(
+                f"{len(missing)} of the {len(samples)} images listed in the annotations are missing "
+                f"(first: '{missing[0].id}' at {missing[0].path}); the dataset looks incompletely "
+                "extracted: extract it again (wsolbench data check NAME --root DIR lists what is "
+                "missing), or pass --skip-bad-images to leave them out")
     tmp = data_path.with_name(f"{data_path.name}.{os.getpid()}.tmp")
     n = len(samples)
-    out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(max(n, 1), h, w, 3))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for stale in cache_dir.glob(f"{key}.*.tmp"):  # half builds of killed processes
+            pid = stale.name.split(".")[-2]  # (a day old: another host may share this folder)
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) \
+                    and time.time() - stale.stat().st_mtime > 86400:
+                stale.unlink(missing_ok=True)
+        with open(tmp, "wb") as fh:  # reserve the space now: a full disk fails here, not later
+            size = max(n, 1) * h * w * 3
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fh.fileno(), 0, size)
+            else:  # pragma: no cover
+                fh.truncate(size)
+        out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(max(n, 1), h, w, 3))
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _cache_write_error(tmp, exc) from exc
     kept: list[int] = []
     sizes: list[tuple[int, int]] = []
     skipped: list[dict[str, str]] = []
     workers = workers or min(8, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(workers)
     try:
-        with ThreadPoolExecutor(workers) as pool:
-            results = pool.map(_decode_one, ((s, size_hw) for s in samples), chunksize=16)
-            if progress is not None:
-                results = progress(results, total=n)
-            for i, (rgb, orig, err) in enumerate(results):
-                if err is not None:
-                    if not skip_bad:
-                        raise UserError(
-                            f"image '{samples[i].id}' ({samples[i].path}) {err}; replace it, or pass "
-                            "--skip-bad-images to leave it out (its id is recorded in results.json)")
-                    skipped.append({"id": samples[i].id, "reason": err})
-                    continue
-                out[len(kept)] = rgb
-                kept.append(i)
-                sizes.append(orig)
+        results = pool.map(_decode_one, ((s, size_hw) for s in samples), chunksize=16)
+        if progress is not None:
+            results = progress(results, total=n)
+        for i, (rgb, orig, err) in enumerate(results):
+            if err is not None:
+                if not skip_bad:
+                    raise UserError(_bad_image_message(samples[i], err))
+                skipped.append({"id": samples[i].id, "reason": err})
+                continue
+            out[len(kept)] = rgb
+            kept.append(i)
+            sizes.append(orig)
+        pool.shutdown()
         out.flush()
         del out
         # Shrink to the kept rows: the memmap file is only rows [0, len(kept)).
         os.truncate(tmp, len(kept) * h * w * 3)
         os.replace(tmp, data_path)
-    except BaseException:
+        meta_tmp = meta_path.with_name(f"{meta_path.name}.{os.getpid()}.tmp")
+        meta_tmp.write_text(json.dumps({"kept": kept, "orig_sizes": sizes, "skipped": skipped,
+                                        "size_hw": list(size_hw), "version": CACHE_VERSION}))
+        os.replace(meta_tmp, meta_path)
+    except BaseException as exc:
+        pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C / a bad image: stop decoding now
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _cache_write_error(tmp, exc) from exc
         raise
-    meta_tmp = meta_path.with_name(f"{meta_path.name}.{os.getpid()}.tmp")
-    meta_tmp.write_text(json.dumps({"kept": kept, "orig_sizes": sizes, "skipped": skipped,
-                                    "size_hw": list(size_hw), "version": CACHE_VERSION}))
-    os.replace(meta_tmp, meta_path)
     return build_image_cache(samples, size_hw, cache_dir, skip_bad=skip_bad)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _bad_image_message(sample: Sample, err: str) -> str:
+    fix = "fix its size line or the image" if "metadata" in err else "replace it"
+    return (f"image '{sample.id}' ({sample.path}) {err}; {fix}, or pass --skip-bad-images to "
+            "leave it out (its id is recorded in results.json)")
+
+
+def _cache_write_error(path: Path, exc: OSError) -> UserError:
+    from wsolbench.train.checkpoint import disk_error
+
+    return disk_error(Path(path).parent, exc,
+                      where="point the cache elsewhere (--set run.cache_dir=DIR or $WSOLBENCH_CACHE)")

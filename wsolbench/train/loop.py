@@ -14,6 +14,7 @@ All data randomness of an epoch must come from ``BatchSource.epoch_generator(epo
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from torch import nn
 from wsolbench.errors import TrainingDiverged
 from wsolbench.methods.base import DistInfo
 from wsolbench.train.checkpoint import atomic_torch_save, load_checkpoint, rng_state, set_rng_state
-from wsolbench.train.distributed import all_reduce_sum
+from wsolbench.train.distributed import all_reduce_sum, broadcast_buffers
 
 
 @dataclass
@@ -50,6 +51,14 @@ def _wrap(modules: Mapping[str, nn.Module], dist: DistInfo, device: torch.device
             m = torch.compile(m)
         out[k] = m
     return out
+
+
+def _batch_len(batch: Any) -> int | None:
+    """Images in a training batch (a Batch, or a tuple of Batches such as triplets)."""
+    labels = getattr(batch, "labels", None)
+    if labels is None and isinstance(batch, (tuple, list)) and batch:
+        labels = getattr(batch[0], "labels", None)
+    return len(labels) if labels is not None else None
 
 
 def _states(modules: Mapping[str, nn.Module]) -> dict[str, Any]:
@@ -91,9 +100,20 @@ def train_epochs(*, name: str, workdir: Path, modules: Mapping[str, nn.Module],
         best_value = ckpt.get("best_value", -math.inf)
         start = ckpt["epoch"] + 1
         result.resumed_from = ckpt["epoch"]
-        if best_path.exists():
-            result.best_state = load_checkpoint(best_path)["modules"]
+        if dist.is_main and start <= epochs:
+            logging.getLogger("wsolbench").info("%s: resuming after epoch %d of %d (%s)", name,
+                                                ckpt["epoch"], epochs, last_path)
+        # last.pt is written before best.pt: a kill between the two leaves best.pt one
+        # improvement behind, and then the best epoch is last.pt's own epoch.
+        best = load_checkpoint(best_path) if best_path.exists() else None
+        if best is not None and best.get("epoch") == result.best_epoch:
+            result.best_state = best["modules"]
+        elif result.best_epoch is not None and result.best_epoch == ckpt["epoch"]:
+            result.best_state = ckpt["modules"]
+            if dist.is_main:
+                atomic_torch_save({"epoch": ckpt["epoch"], "modules": ckpt["modules"]}, best_path)
     nets = _wrap(modules, dist, device, compile)
+    warned_single = False
     show = progress and dist.is_main and sys.stderr.isatty()
     for epoch in range(start, epochs + 1):
         for m in nets.values():
@@ -102,12 +122,22 @@ def train_epochs(*, name: str, workdir: Path, modules: Mapping[str, nn.Module],
         total = torch.zeros((), device=device)
         steps = 0
         it = batches(epoch)
+        # BatchNorm cannot train on one sample: a split of k * batch_size + 1 images would crash
+        has_bn = any(isinstance(x, nn.modules.batchnorm._BatchNorm) and x.training
+                     for m in nets.values() for x in m.modules())
         if show:
             from tqdm import tqdm
 
             it = tqdm(it, total=steps_per_epoch, desc=f"{name} epoch {epoch}/{epochs}",
                       leave=False, dynamic_ncols=True)
         for batch in it:
+            if has_bn and _batch_len(batch) == 1:
+                if not warned_single:
+                    logging.getLogger("wsolbench").warning(
+                        "%s: a training batch holds a single image (the split size is one more than "
+                        "a multiple of the batch size); such batches are skipped", name)
+                    warned_single = True
+                continue
             loss = train_step(batch, nets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -118,12 +148,16 @@ def train_epochs(*, name: str, workdir: Path, modules: Mapping[str, nn.Module],
             scheduler.step()
         stats = torch.stack([total, torch.tensor(float(steps), device=device)])
         all_reduce_sum(stats, dist)
+        # DDP syncs BatchNorm running stats from rank 0 at the START of each forward, so after
+        # the last step every rank holds its own; use rank 0's (the saved ones) for validation
+        broadcast_buffers(modules, dist)
         mean_loss = (stats[0] / stats[1].clamp(min=1)).item()
         if not math.isfinite(mean_loss):
-            kept = f"epoch {epoch - 1} at {last_path}" if epoch > 1 else "none (it diverged in epoch 1)"
+            kept = (f"the last good checkpoint (epoch {epoch - 1}) is kept at {last_path}" if epoch > 1
+                    else "no checkpoint is kept (it diverged in its first epoch)")
             raise TrainingDiverged(
-                f"{name}: the training loss became {mean_loss} in epoch {epoch}; last good "
-                f"checkpoint: {kept}; lower the learning rate (--set ...lr=) and resume with --resume")
+                f"{name}: the training loss became {mean_loss} in epoch {epoch}; training stopped and "
+                f"{kept}; lower the learning rate")
         for m in modules.values():
             m.eval()
         record: dict[str, Any] = {"epoch": epoch, "loss": mean_loss,
@@ -137,14 +171,14 @@ def train_epochs(*, name: str, workdir: Path, modules: Mapping[str, nn.Module],
             result.best_epoch = epoch
             result.best_state = _states(modules)
         if dist.is_main:
-            if improved:
-                atomic_torch_save({"epoch": epoch, "modules": result.best_state}, best_path)
             atomic_torch_save({
                 "epoch": epoch, "modules": _states(modules), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "rng": rng_state(), "history": result.history, "best_epoch": result.best_epoch,
                 "best_value": best_value,
             }, last_path)
+            if improved:  # after last.pt: see the resume branch above
+                atomic_torch_save({"epoch": epoch, "modules": result.best_state}, best_path)
     if select is None:
         result.best_epoch = epochs
         result.best_state = _states(modules)

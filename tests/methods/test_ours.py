@@ -348,3 +348,27 @@ def test_fit_localize_resume_method_ii(tmp_path, data, classifier):
     assert [(d / "last.pt").stat().st_mtime_ns for d in (siamese_dir, workdir)] == mtimes
     assert m2.selection == sel
     torch.testing.assert_close(m2.localize(images, None).maps, out.maps)
+
+
+@pytest.mark.parametrize("degenerate_area,expected", [(0.98, 3), (1.5, 1)])
+def test_degenerate_uniform_epochs_are_not_selected(tmp_path, data, classifier, monkeypatch,
+                                                    degenerate_area, expected):
+    """Epoch 1's maps give whole-image boxes (S = 1 trivially): not eligible, unless the
+    threshold is above 1, which is the paper's rule unchanged."""
+    fake, calls = _fake_s([1.0, 0.6, 0.8])
+    monkeypatch.setattr(evaluation, "s_scores", fake, raising=False)
+    boxes_seen = []
+
+    def fake_box(m):
+        h, w = m.shape
+        boxes_seen.append(1)
+        epoch = 1 + (len(boxes_seen) - 1) // 6  # 6 validation images per epoch
+        return np.array([0, 0, w - 1, h - 1]) if epoch == 1 else np.array([0, 0, w // 2, h // 2])
+
+    monkeypatch.setattr(evaluation, "paper_box", fake_box, raising=False)
+    m = MethodI(epochs=3, batch_size=8, degenerate_area=degenerate_area)
+    m.fit(make_ctx(tmp_path, data, classifier, boxes=False))
+    sel = m.selection
+    assert sel["selected_epoch"] == expected
+    assert sel["box_area_per_epoch"][0] == pytest.approx(1.0)
+    assert sel["degenerate_epochs"] == ([1] if degenerate_area <= 1 else [])

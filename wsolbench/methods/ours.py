@@ -61,7 +61,8 @@ SELECTS = ("s_score", "last")
 EPOCH_MAP_IMAGES = 4
 EPOCH_MAP_SIZE = 24
 EPOCH_MAP_EPOCHS = 12  # epochs kept in results.json: evenly spread + the selected one
-S_CRITERION = "max mean S over validation images (paper eq. 6)"
+S_CRITERION = ("max mean S over validation images (paper eq. 6) among epochs whose maps are not "
+               "degenerate (mean tau-box area below degenerate_area of the image)")
 # Streams of BatchSource.epoch_generator (stream 1 is the crop/flip of BatchSource.epoch).
 TRIPLET_STREAM_G = 2
 TRIPLET_STREAM_SIAMESE = 3
@@ -205,7 +206,7 @@ class _WeightMapMethod(WSOLMethod):
             optimizer=optimizer, scheduler=None, epochs=int(o["epochs"]),
             batches=self._batches(ctx), train_step=self._train_step(ctx),
             after_epoch=self._after_epoch(ctx, g),
-            select="S" if o["select"] == "s_score" else None,
+            select="S_eligible" if o["select"] == "s_score" else None,
             device=ctx.device, dist=ctx.dist, compile=ctx.compile, progress=ctx.progress,
             steps_per_epoch=ctx.train.steps_per_epoch(bs))
         history = result.history
@@ -225,10 +226,16 @@ class _WeightMapMethod(WSOLMethod):
             "selected_epoch": selected,
             "epochs_run": len(history),
             "S_per_epoch": [h.get("S") for h in history],
+            "box_area_per_epoch": [h.get("box_area") for h in history],
+            "degenerate_epochs": [h["epoch"] for h in history
+                                  if h.get("box_area", 0.0) >= float(o["degenerate_area"])],
             "val_gt_known_loc_per_epoch_DIAGNOSTIC_ONLY": diag if any(d is not None for d in diag) else None,
         }
         if result.best_state is None and o["select"] == "s_score":
             self.selection["note"] = "no epoch had a finite mean S; the last epoch is used"
+        elif o["select"] == "s_score" and len(self.selection["degenerate_epochs"]) == len(history):
+            self.selection["note"] = ("every epoch's maps were degenerate (boxes of the whole image); "
+                                      "selected by max S alone: train g longer or with a larger lr")
         ctx.log("epochs", history)
         kept = _spread([h["epoch"] for h in history], selected, EPOCH_MAP_EPOCHS)
         kept = [i for i in kept if snapshots[i] is not None]
@@ -245,7 +252,7 @@ class _WeightMapMethod(WSOLMethod):
         snap_pos = _snapshot_positions(ctx.val)
 
         def after_epoch(epoch: int) -> dict[str, float]:
-            from wsolbench.evaluation import s_scores
+            from wsolbench.evaluation import paper_box, s_scores
 
             g.eval()
             evaluator = None
@@ -253,7 +260,7 @@ class _WeightMapMethod(WSOLMethod):
                 from wsolbench.evaluation import Evaluator
 
                 evaluator = Evaluator(protocol="paper")
-            s_sum, n = 0.0, 0
+            s_sum, n, area_sum = 0.0, 0, 0.0
             with torch.no_grad():
                 for batch in ctx.val.iterate(bs):
                     with ctx.autocast():
@@ -261,6 +268,10 @@ class _WeightMapMethod(WSOLMethod):
                     maps_np = maps.float().cpu().numpy()
                     s = np.asarray(s_scores(maps_np), dtype=np.float64)
                     s_sum += float(s.sum())
+                    hw = maps_np.shape[1] * maps_np.shape[2]
+                    for m in maps_np:
+                        x0, y0, x1, y1 = paper_box(m)
+                        area_sum += (x1 - x0 + 1) * (y1 - y0 + 1) / hw
                     n += len(s)
                     if evaluator is not None:
                         evaluator.accumulate(maps_np, [ctx.val.ids[i] for i in batch.index],
@@ -271,10 +282,17 @@ class _WeightMapMethod(WSOLMethod):
                 n_box = float(res["num_box_images"])
                 hits = float(res["gt_known_loc"] or 0.0) * n_box / 100.0
             # Each rank saw its shard: sum (S, count, loc hits, images with boxes) over ranks.
-            stats = torch.tensor([s_sum, float(n), hits, n_box], dtype=torch.float64, device=ctx.device)
+            stats = torch.tensor([s_sum, float(n), hits, n_box, area_sum], dtype=torch.float64,
+                                 device=ctx.device)
             all_reduce_sum(stats, ctx.dist)
-            s_tot, n_tot, hits_tot, box_tot = stats.tolist()
-            out: dict[str, float] = {"S": s_tot / n_tot if n_tot else float("nan")}
+            s_tot, n_tot, hits_tot, box_tot, area_tot = stats.tolist()
+            mean_s = s_tot / n_tot if n_tot else float("nan")
+            area = area_tot / n_tot if n_tot else float("nan")
+            degenerate = area >= float(self.opts["degenerate_area"])
+            # S lies in [0, 1]: shifting degenerate epochs by -2 ranks them below every
+            # eligible epoch while keeping the paper's order among themselves.
+            out: dict[str, float] = {"S": mean_s, "box_area": area,
+                                     "S_eligible": mean_s - 2.0 if degenerate else mean_s}
             if with_loc:  # percent, as the evaluator reports it
                 out["val_gt_known_loc_DIAGNOSTIC_ONLY"] = (100.0 * hits_tot / box_tot if box_tot
                                                            else float("nan"))
@@ -348,6 +366,11 @@ class MethodI(_WeightMapMethod):
         "weighting": "normalized",
         "select": "s_score",
         "val_loc": True,
+        # A near-uniform map (g before it starts to localize) keeps every pixel at tau = max/10,
+        # so its box is the whole image and S = 1 trivially. Epochs whose validation boxes
+        # cover at least this fraction of the image on average are not eligible for selection
+        # (uses no labels); > 1 gives the paper's rule unchanged.
+        "degenerate_area": 0.98,
     }
 
     def _batches(self, ctx: FitContext) -> Callable[[int], Iterator[Any]]:

@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
         "channels_last": True,  # on CUDA
         "compile": False,
         "data_on_device": True,  # keep the uint8 training cache on the GPU
+        "data_on_device_max_gb": 8.0,  # larger training splits stay in host memory (pinned staging)
+        "eval_workers": -1,  # evaluator worker processes in runs; -1 = auto (0 on CPU, cores-1 on GPU)
         "eval_batch_size": 64,
         "skip_bad_images": False,
         "threads": 0,  # torch CPU threads; 0 = torch's default
@@ -73,15 +75,15 @@ DEFAULTS: dict[str, Any] = {
     "datasets": {
         # The built-in default: generated on first use, small enough for a laptop CPU.
         "synthetic": {
-            "classes": 8, "train_per_class": 50, "test_per_class": 20, "size": 64, "gen_seed": 0,
+            "classes": 8, "train_per_class": 50, "test_per_class": 20, "size": 48, "gen_seed": 0,
             "run": {"eval_batch_size": 128},
-            "data": {"resize": 72, "crop": 64, "wsoleval_size": 64, "val_fraction": 0.15},
+            "data": {"resize": 54, "crop": 48, "wsoleval_size": 48, "val_fraction": 0.15},
             "model": {"backbone": "resnet18", "pretrained": False},
             "classifier": {"epochs": 12, "batch_size": 32, "lr": 0.05, "weight_decay": 5e-4,
                            "lr_step": 8, "lr_gamma": 0.1},
             "methods": {
-                "ours1": {"epochs": 8, "batch_size": 32, "lr": 0.01},
-                "ours2": {"epochs": 8, "batch_size": 32, "lr": 0.01, "siamese_epochs": 6,
+                "ours1": {"epochs": 10, "batch_size": 32, "lr": 0.1},
+                "ours2": {"epochs": 6, "batch_size": 32, "lr": 0.1, "siamese_epochs": 6,
                           "siamese_batch_size": 32, "siamese_lr": 0.05, "siamese_weight_decay": 5e-4,
                           "siamese_lr_step": 4},
             },

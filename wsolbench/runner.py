@@ -550,7 +550,10 @@ class Runner:
                     log.warning("could not store f in the model cache %s", cached)
             D.barrier(self.dist)
         info.update({"backbone": self.cfg["model"]["backbone"], "key": digest})
-        return freeze(model.to(self.device))
+        model = model.to(self.device)
+        if self.device.type == "cuda" and self.cfg["run"]["channels_last"]:  # also when loaded
+            model = model.to(memory_format=torch.channels_last)
+        return freeze(model)
 
     def shared(self, kind: str, build):
         """A network several methods share (e.g. f' of method II), built once per run."""

@@ -79,8 +79,8 @@ DEFAULTS: dict[str, Any] = {
             "run": {"eval_batch_size": 128},
             "data": {"resize": 54, "crop": 48, "wsoleval_size": 48, "val_fraction": 0.15},
             "model": {"backbone": "resnet18", "pretrained": False},
-            "classifier": {"epochs": 12, "batch_size": 32, "lr": 0.05, "weight_decay": 5e-4,
-                           "lr_step": 8, "lr_gamma": 0.1},
+            "classifier": {"epochs": 15, "batch_size": 16, "lr": 0.1, "weight_decay": 5e-4,
+                           "lr_step": 10, "lr_gamma": 0.1},
             "methods": {
                 "ours1": {"epochs": 10, "batch_size": 32, "lr": 0.1},
                 "ours2": {"epochs": 6, "batch_size": 32, "lr": 0.1, "siamese_epochs": 6,

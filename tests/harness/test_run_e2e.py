@@ -59,3 +59,20 @@ def test_help_lists_subcommands():
     assert p.returncode == 0
     for sub in ("run", "eval", "table", "synth", "methods", "datasets", "data"):
         assert sub in p.stdout
+
+
+def test_several_seeds_share_nothing_and_table_shows_mean_std(tmp_path, tiny_config):
+    out = tmp_path / "seeds"
+    p = run_cli("run", "--config", str(tiny_config(("cam",))), "--seeds", "0,1", "--out", str(out),
+                "--set", "datasets.synthetic.classifier.epochs=1")
+    assert p.returncode == 0, p.stderr
+    runs = [json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert [r["seed"] for r in runs] == [0, 1]
+    # nothing shared: each seed trained its own f (different cache keys, different weights)
+    keys = [r["classifier"]["key"] for r in runs]
+    assert keys[0] != keys[1]
+    table = (out / "table.md").read_text()
+    assert "measured (2 runs, test split)" in table and "±" in table
+    vals = [_metrics(r, "cam")["gt_known_loc"] for r in runs]
+    mean = sum(vals) / 2
+    assert f"{mean:.2f} ±" in table

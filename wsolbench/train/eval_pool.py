@@ -79,14 +79,22 @@ def default_workers(device_type: str, local_world_size: int = 1) -> int:
     return max(0, min(16, cores // max(1, local_world_size) - 1))
 
 
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     global _POOL, _POOL_WORKERS
     if _POOL is None or _POOL_WORKERS != workers:
         shutdown_pool()
         import multiprocessing as mp
 
-        # spawn: never fork a process that holds a CUDA context or OpenMP threads
-        _POOL = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+        # spawn: never fork a process that holds a CUDA context or OpenMP threads.
+        # Workers ignore Ctrl-C: the main process handles it and prints how to resume.
+        _POOL = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                    initializer=_ignore_sigint)
         _POOL_WORKERS = workers
     return _POOL
 

@@ -739,16 +739,14 @@ class Runner:
         self.save_results()
         if self.dist.is_main:
             with self.stage("tables and figures"):
+                from wsolbench.report.figures import write_run_figures
+                from wsolbench.report.report import write_report
                 from wsolbench.report.tables import write_run_tables
 
                 write_run_tables(self.run_dir)
-                try:
-                    from wsolbench.report.figures import write_run_figures
-                except ImportError:
-                    write_run_figures = None
-                if write_run_figures is not None:
-                    write_run_figures(self)
+                status = write_run_figures(self)
             self.save_results()
+            write_report(self.run_dir, status)
         D.barrier(self.dist)
         return self.run_dir
 

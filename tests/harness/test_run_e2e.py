@@ -14,8 +14,10 @@ def test_run_writes_a_complete_run_folder(tmp_path, tiny_config):
     out = tmp_path / "run"
     p = run_cli("run", "--config", str(cfg), "--out", str(out), "--device", "cpu")
     assert p.returncode == 0, p.stderr
-    for name in ("results.json", "config.json", "meta.json", "table.md", "table.csv"):
+    for name in ("results.json", "config.json", "meta.json", "table.md", "table.csv", "report.md",
+                 "figures/boxes.png", "figures/threshold_curves.png"):
         assert (out / name).is_file(), name
+    assert "figures/boxes.png" in (out / "report.md").read_text()
     res = json.loads((out / "results.json").read_text())
     assert res["dataset"] == "synthetic" and res["splits_used"]["test"] == 8
     for m in ("cam", "center", "full"):

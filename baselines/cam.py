@@ -19,16 +19,26 @@ def class_activation_maps(features: torch.Tensor, fc_weight: torch.Tensor,
     return torch.einsum("bc,bchw->bhw", fc_weight[labels].to(features.dtype), features)
 
 
-class CAM(WSOLMethod):
-    description = "Class activation mapping (Zhou et al. 2016) from f's last feature map and FC weights"
+class FeatureMapMethod(WSOLMethod):
+    """Base of the methods computed from the shared classifier f's last feature map."""
+
     map_range = "raw"
 
     def bind(self, ctx: FitContext) -> None:
         super().bind(ctx)
         self._get_f = ctx.get_classifier
 
-    def localize(self, images: torch.Tensor, labels: torch.Tensor) -> LocalizeOutput:
+    def features_and_logits(self, images: torch.Tensor):
+        """``(f, features [B, C, h, w] float32, logits [B, K])`` of f on ``images``."""
         f = self._get_f()
-        feats = f.features(images)
-        cams = class_activation_maps(feats.float(), f.fc.weight.float(), labels)
-        return LocalizeOutput(maps=cams, logits=f.fc(feats.mean(dim=(2, 3))))
+        feats = f.features(images).float()
+        return f, feats, f.fc(feats.mean(dim=(2, 3)))
+
+
+class CAM(FeatureMapMethod):
+    description = "Class activation mapping (Zhou et al. 2016) from f's last feature map and FC weights"
+
+    def localize(self, images: torch.Tensor, labels: torch.Tensor) -> LocalizeOutput:
+        f, feats, logits = self.features_and_logits(images)
+        return LocalizeOutput(maps=class_activation_maps(feats, f.fc.weight.float(), labels),
+                              logits=logits)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from wsolbench.methods.base import FitContext, LocalizeOutput, WSOLMethod
+from baselines.cam import FeatureMapMethod
+from wsolbench.methods.base import LocalizeOutput
 
 
 def eigen_maps(features: torch.Tensor) -> torch.Tensor:
@@ -43,18 +44,11 @@ def eigen_maps(features: torch.Tensor) -> torch.Tensor:
     return (proj * sign[:, None]).view(b, h, w).to(features.dtype)
 
 
-class EigenCAM(WSOLMethod):
+class EigenCAM(FeatureMapMethod):
     description = ("EigenCAM (Muhammad & Yeasin 2020): first principal component of f's last "
                    "feature map, class-agnostic")
-    map_range = "raw"
-
-    def bind(self, ctx: FitContext) -> None:
-        super().bind(ctx)
-        self._get_f = ctx.get_classifier
 
     def localize(self, images: torch.Tensor, labels: torch.Tensor) -> LocalizeOutput:
-        f = self._get_f()
         with torch.no_grad():
-            feats = f.features(images).float()
-            logits = f.fc(feats.mean(dim=(2, 3)))
+            _, feats, logits = self.features_and_logits(images)
         return LocalizeOutput(maps=eigen_maps(feats), logits=logits)

@@ -1,6 +1,7 @@
 """Tables in the layout of the paper's Tables 1-6, rendered from results.json only.
 
-Published numbers (``results/paper/*.csv``) are always labelled ``published`` with their
+Published numbers (``wsolbench/report/paper/*.csv``, linked as ``results/paper``) are always
+labelled ``published`` with their
 source table; measured rows are labelled with the run folder and the split. Several runs
 of the same setting (e.g. seeds) are shown as mean +- sample std with the number of runs.
 """
@@ -55,13 +56,8 @@ WSOLEVAL_COLS = ("max_box_acc", "max_box_acc_v2", "iou30", "iou50", "iou70", "to
 
 
 def paper_dir() -> Path:
-    """``results/paper`` of the source tree (next to the package, or the working folder)."""
-    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
-        cand = base / "results" / "paper"
-        if cand.is_dir():
-            return cand
-    raise UserError("cannot find results/paper (the paper's published numbers); run from the "
-                    "wsolbench source folder")
+    """The paper's published numbers, shipped with the package (``results/paper`` links here)."""
+    return Path(__file__).resolve().parent / "paper"
 
 
 def find_results(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:

@@ -1,8 +1,8 @@
 """Tables in the layout of the paper's Tables 1-6, rendered from results.json only.
 
 Published numbers (``wsolbench/report/paper/*.csv``, linked as ``results/paper``) are always
-labelled ``published`` with their
-source table; measured rows are labelled with the run folder and the split. Several runs
+labelled ``published`` with their source table; measured rows are labelled with the run
+folder and the split. Several runs
 of the same setting (e.g. seeds) are shown as mean +- sample std with the number of runs.
 """
 

@@ -351,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # Output piped into a reader that stopped early (e.g. `| head`): not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except OSError as exc:  # a write the environment refused (disk full, permissions) past the checks
         from wsolbench.train.checkpoint import DISK_ERRNOS, disk_error
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from importlib import metadata
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
 from wsolbench.errors import UserError, suggest
 
@@ -117,4 +117,3 @@ def parse_names(text: str | list[str], registry: Registry[Any]) -> list[str]:
     return names
 
 
-Factory = Callable[..., Any]

@@ -42,7 +42,7 @@ def _kill_during_training(tmp_path_factory, name: str, sig: int):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
-    assert 1 <= epoch < EPOCHS, f"not stopped mid-training (last complete epoch {epoch})"
+    assert epoch >= 1 and epoch < EPOCHS, f"not stopped mid-training (last complete epoch {epoch})"
     assert not (out / "shared" / "classifier" / "final.pt").exists()
     return out, proc.returncode, err, epoch
 

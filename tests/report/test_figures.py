@@ -179,7 +179,7 @@ def test_epoch_columns_keep_first_last_and_selected():
     epochs = list(range(1, 101))
     cols = F._epoch_columns(epochs, 37, k=10)
     picked = [epochs[c] for c in cols]
-    assert 1 in picked and 100 in picked and 37 in picked and len(picked) <= 10
+    assert {1, 100, 37} <= set(picked) and len(picked) <= 10
     assert F._epoch_columns([1, 2, 3], 2) == [0, 1, 2]
 
 

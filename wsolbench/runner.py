@@ -355,7 +355,7 @@ class Runner:
 
     def write_json(self, name: str, obj: Any) -> None:
         if self.dist.is_main:
-            atomic_write_text(self.run_dir / name, json.dumps(obj, indent=2, default=_json_default) + "\n")
+            atomic_write_text(self.run_dir / name, dumps_json(obj) + "\n")
 
     def save_results(self) -> None:
         self.results["timings_s"] = dict(self.state.timings)
@@ -822,6 +822,39 @@ def _autocast(device: torch.device, amp: bool):
             yield
     else:
         yield
+
+
+def dumps_json(obj: Any) -> str:
+    """JSON with objects indented and lists of scalars on one line (curves stay readable);
+    NaN/Inf become null, numpy values plain numbers."""
+
+    def plain(o: Any) -> Any:
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, Path):
+            return str(o)
+        return o
+
+    def enc(o: Any, level: int) -> str:
+        o = plain(o)
+        pad = "  " * level
+        if isinstance(o, dict):
+            if not o:
+                return "{}"
+            items = [f"{pad}  {json.dumps(str(k))}: {enc(v, level + 1)}" for k, v in o.items()]
+            return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+        if isinstance(o, (list, tuple)):
+            o = [plain(x) for x in o]
+            if all(not isinstance(x, (dict, list, tuple)) for x in o):
+                return "[" + ", ".join(enc(x, 0) for x in o) + "]"
+            return "[\n" + ",\n".join(f"{pad}  {enc(v, level + 1)}" for v in o) + "\n" + pad + "]"
+        if isinstance(o, float) and not math.isfinite(o):
+            return "null"
+        return json.dumps(o, default=_json_default)
+
+    return enc(obj, 0)
 
 
 def _json_default(obj: Any) -> Any:

@@ -61,3 +61,16 @@ def test_ignore_region_never_hides_foreground(tmp_path):
     mask = load_mask([tmp_path / "m.png"], tmp_path / "i.png")
     expected = np.array([[0, 0, 255, 255], [0, 1, 1, 255], [0, 1, 1, 255], [0, 0, 255, 255]])
     np.testing.assert_array_equal(mask, expected)
+
+
+def test_results_json_keeps_number_lists_on_one_line_and_nan_as_null():
+    import json
+
+    from wsolbench.runner import dumps_json
+
+    obj = {"a": [1, 2.5, float("nan")], "b": {"c": np.float32(0.5), "d": [[1, 2], [3, 4]], "e": []},
+           "f": np.arange(3), "g": 'x"y'}
+    text = dumps_json(obj)
+    assert '"a": [1, 2.5, null]' in text and '"f": [0, 1, 2]' in text
+    assert json.loads(text) == {"a": [1, 2.5, None], "b": {"c": 0.5, "d": [[1, 2], [3, 4]], "e": []},
+                                "f": [0, 1, 2], "g": 'x"y'}

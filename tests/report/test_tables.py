@@ -82,3 +82,12 @@ def test_missing_run_folder_and_bad_json_are_user_errors(tmp_path):
         find_results([bad])
     with pytest.raises(UserError, match="tables 1-6"):
         render_paper_table(9, [])
+
+
+def test_runs_with_other_options_are_not_pooled(tmp_path):
+    a = _write(tmp_path, "short", "cub", {"ours2": _entry("ours2", 20.0, 1, 1, 1, {"epochs": 6, "lr": 0.1})})
+    b = _write(tmp_path, "long", "cub", {"ours2": _entry("ours2", 32.0, 1, 1, 1, {"epochs": 20, "lr": 0.1})})
+    md = render_run(find_results([a, b]))
+    assert "Ours (method II) {epochs=6}" in md and "Ours (method II) {epochs=20}" in md
+    assert "±" not in md.split("wsoleval")[0]  # two settings, one run each: no mean ± std
+    assert "26.00" not in md  # the mean of the two settings would be 26.00

@@ -115,18 +115,28 @@ def _fmt(mean: float | None, std: float | None, n: int, digits: int = 2) -> str:
 
 def measured_rows(runs: list[tuple[Path, dict[str, Any]]], protocol: str, columns: tuple[str, ...],
                   datasets: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """One row per (dataset, method label), aggregated over the runs that have it."""
-    groups: "OrderedDict[tuple[str, str], list[tuple[Path, dict]]]" = OrderedDict()
+    """One row per setting (dataset, method label, method options), aggregated over the runs
+    that have it (e.g. seeds). Runs of the same label with other options get their own row,
+    labelled with the options that differ."""
+    groups: "OrderedDict[tuple[str, str, str], list[tuple[Path, dict]]]" = OrderedDict()
     for run_dir, res in runs:
         if datasets and res.get("dataset") not in datasets:
             continue
         for label, entry in res.get("methods", {}).items():
             if entry.get("complete") and protocol in entry.get("protocols", {}):
-                groups.setdefault((res.get("dataset"), label), []).append((run_dir, entry))
+                opts = json.dumps(entry.get("options", {}), sort_keys=True, default=str)
+                groups.setdefault((res.get("dataset"), label, opts), []).append((run_dir, entry))
+    variants: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for dataset, label, opts in groups:
+        variants.setdefault((dataset, label), []).append(json.loads(opts))
     rows = []
-    for (dataset, label), items in groups.items():
+    for (dataset, label, opts), items in groups.items():
+        options = json.loads(opts)
+        others = variants[(dataset, label)]
+        differing = sorted(k for k in options if any(o.get(k) != options[k] for o in others))
+        suffix = "{" + ", ".join(f"{k}={options[k]}" for k in differing) + "}" if differing else ""
         metrics = [method_metrics(e, protocol) for _, e in items]
-        row: dict[str, Any] = {"source": "measured", "dataset": dataset, "label": label,
+        row: dict[str, Any] = {"source": "measured", "dataset": dataset, "label": label, "suffix": suffix,
                                "method": items[0][1].get("method"), "split": "test", "runs": len(items),
                                "run_dirs": [str(d) for d, _ in items], "entry": items[0][1]}
         for c in columns:
@@ -135,9 +145,10 @@ def measured_rows(runs: list[tuple[Path, dict[str, Any]]], protocol: str, column
     return rows
 
 
-def _display(label: str, method: str | None) -> str:
+def _display(label: str, method: str | None, suffix: str = "") -> str:
     base = DISPLAY.get(method or label, label)
-    return base if label == (method or label) else f"{base} {label[len(method or ''):]}"
+    name = base if label == (method or label) else f"{base} {label[len(method or ''):]}"
+    return f"{name} {suffix}" if suffix else name
 
 
 def _run_label(row: dict[str, Any]) -> str:
@@ -164,7 +175,7 @@ def render_run(runs: list[tuple[Path, dict[str, Any]]], fmt: str = "md") -> str:
         for r in rows:
             n = r["runs"]
             sel = r["selected_epoch"][0]
-            table.append([_display(r["label"], r["method"]),
+            table.append([_display(r["label"], r["method"], r["suffix"]),
                           *[_fmt(*r[c]) for c in cols], n,
                           "-" if sel is None else (f"{sel:.0f}" if n == 1 else f"{sel:.1f} (mean)"),
                           _run_label(r)])
@@ -209,7 +220,7 @@ def render_paper_table(number: int, runs: list[tuple[Path, dict[str, Any]]], fmt
         rows = measured_rows(runs, "paper", spec.columns, None)
         for r in rows:
             where = "" if r["dataset"] in datasets else f" on {r['dataset']} (not the table's dataset)"
-            table.append([_display(r["label"], r["method"]), *[_fmt(*r[c]) for c in spec.columns],
+            table.append([_display(r["label"], r["method"], r["suffix"]), *[_fmt(*r[c]) for c in spec.columns],
                           r["runs"], _run_label(r) + where])
     if fmt == "csv":
         return _csv([header] + table)

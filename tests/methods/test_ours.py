@@ -23,13 +23,6 @@ DEV = torch.device("cpu")
 TINY = {"epochs": 2, "batch_size": 4}
 TINY_SIAMESE = {"siamese_epochs": 1, "siamese_batch_size": 4}
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine has 2 cores shared with other jobs; one thread is far faster here
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _source(n: int, seed: int) -> BatchSource:

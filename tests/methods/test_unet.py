@@ -7,13 +7,6 @@ from torch import nn
 from wsolbench.models.unet import UNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine has 2 cores shared with other jobs; one thread is far faster here
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

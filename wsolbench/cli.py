@@ -75,7 +75,6 @@ def _toml_str(s: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import json
 
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _exec_torchrun(args.nproc)
@@ -163,7 +162,6 @@ def _resume_overrides(cfg: dict, args: argparse.Namespace) -> None:
 def _run_seeds(args: argparse.Namespace) -> int:
     """One complete run per seed in ``<run>/seed-N/``; the top folder gets the mean ± std table."""
     import copy
-    import json
 
     from wsolbench.report.tables import find_results, render_run
     from wsolbench.runner import RunState, Runner, new_run_dir

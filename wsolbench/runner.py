@@ -45,7 +45,7 @@ from wsolbench.data.masks import load_mask
 from wsolbench.data.pipeline import BatchSource
 from wsolbench.data.sample import DatasetSplits, Sample
 from wsolbench.errors import MethodOutputError, TrainingDiverged, UserError
-from wsolbench.methods.base import DistInfo, FitContext, LocalizeOutput, WSOLMethod
+from wsolbench.methods.base import FitContext, LocalizeOutput, WSOLMethod
 from wsolbench.methods.spec import MethodSpec, parse_spec, split_specs
 from wsolbench.train import distributed as D
 from wsolbench.train.eval_pool import EvalSink, LazyMask, default_workers

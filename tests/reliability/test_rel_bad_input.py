@@ -5,10 +5,12 @@ leaves what was computed before intact. Driven through the command line."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -335,17 +337,19 @@ def test_output_folder_not_writable(config, tmp_path, case):
         ro.mkdir()
         ro.chmod(0o555)
         out, words = ro / "run", [f"cannot write {ro / 'run'}", "not writable"]
-    else:  # root writes into read-only folders; sysfs refuses new folders even to root
-        out = Path("/sys/wsolbench-test/run")
-        try:
-            out.parent.mkdir()
-            out.parent.rmdir()
-            pytest.skip("no location refuses writes to this user")
-        except OSError:
-            pass
+    else:  # root writes into read-only folders: the file system's refusal is simulated
+        out = ro / "run"
         words = [f"cannot write {out}", "not writable"]
+    real_mkdir = Path.mkdir
+
+    def refusing_mkdir(self, *args, **kwargs):
+        if case == "read-only" and os.geteuid() == 0 and (self == out or out in self.parents):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
     try:
-        p = run_main("run", "--config", config, "--out", out, "--device", "cpu")
+        with mock.patch.object(Path, "mkdir", refusing_mkdir):
+            p = run_main("run", "--config", config, "--out", out, "--device", "cpu")
     finally:
         if ro.exists():
             ro.chmod(0o755)

@@ -606,9 +606,9 @@ class Runner:
                               multi_contour_eval=ev_cfg["multi_contour_eval"])
         sink = EvalSink(evaluator, self.eval_workers())  # CPU work of the evaluator off this process
         has_masks = self.dataset.has_masks("test")
-        f = self._classifier if (self._classifier is not None or method.uses_classifier) else None
-        if f is None and self._needs_f_for_top1():
-            f = self.get_classifier()
+        # run() trains or loads f before any method when one of them uses it; its predictions
+        # also serve methods that return no logits. Without f, Top-1 metrics are null.
+        f = self._classifier
         bs = int(self.cfg["run"]["eval_batch_size"])
         samples = data.decoded.samples
         it = src.iterate(bs)
@@ -649,9 +649,6 @@ class Runner:
                                               "crop": list(data.geometry.crop) if data.geometry.crop else None},
                 "metrics": metrics}
 
-    def _needs_f_for_top1(self) -> bool:
-        return any(cls_uses for cls_uses in self._uses_f)
-
     def eval_workers(self) -> int:
         n = int(self.cfg["run"].get("eval_workers", -1))
         if n < 0:
@@ -683,7 +680,7 @@ class Runner:
         if len(set(labels)) != len(labels):
             raise UserError(f"a method is named twice in {','.join(labels)}")
         methods = self.build_methods(specs)
-        self._uses_f = [m.uses_classifier for _, m in methods]
+        uses_f = any(m.uses_classifier for _, m in methods)
         protocols = list(cfg["run"]["protocols"])
         for p in protocols:
             self.geometry(p)
@@ -714,7 +711,7 @@ class Runner:
             "train": len(self.split("train").source), "val": len(self.split("val").source),
             "test": len(self.split("test", protocols[0]).source)}
         self.save_results()
-        if any(self._uses_f):
+        if uses_f:
             self.get_classifier()
             self.save_results()
         for spec, method in methods:
